@@ -1,0 +1,34 @@
+# Two targets bootstrap everything from a bare Python 3: `make run` and `make test`.
+# TORCH_SPEC picks the torch build: the default is the CPU wheel; users with GPUs pass their own,
+# e.g. `make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+FAMILY ?= cartpole-10
+OUT ?= runs/$(FAMILY)
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: run test test-slow lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/policygradex train --family $(FAMILY) --out $(OUT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -n 2 -q -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_train.py

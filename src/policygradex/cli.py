@@ -1,0 +1,212 @@
+"""The ``policygradex`` command line.
+
+Every command prints bad input as one line, ``error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from policygradex.errors import ConfigError, PolicyGradExError
+
+Preset = Literal["default", "smoke"]
+
+
+@dataclass(frozen=True)
+class FamiliesCmd:
+    """List the task families: name, n, action space, metric, source."""
+
+    verbose: bool = False
+    """Also print each family's description."""
+
+
+@dataclass(frozen=True)
+class TrainCmd:
+    """Train one policy with multitask PPO on all tasks of a family (or a subset), then evaluate it."""
+
+    family: str = "cartpole-10"
+    """Task family (see `policygradex families`)."""
+    out: Path = Path("runs/train")
+    """Run directory to create (or to resume, if it holds this same run)."""
+    preset: Preset = "default"
+    """Budget preset: 'default' (the family's full budget) or 'smoke' (about a minute, for trying things out)."""
+    seed: int = 0
+    """Seed of everything random in the run."""
+    tasks: tuple[int, ...] | None = None
+    """Task indices to train on (default: all tasks of the family)."""
+    init: Path | None = None
+    """Checkpoint to fine-tune from (default: train from scratch)."""
+    total_steps: int | None = None
+    """Total environment steps over all tasks (default: the family's budget for the preset)."""
+    envs_per_task: int | None = None
+    """Parallel environments per task (default 4)."""
+    learning_rate: float | None = None
+    """Adam learning rate (default: the family's, usually 2.5e-4)."""
+    depth: int = 4
+    """Linear layers in the actor and the critic (paper: 4)."""
+    width: int = 64
+    """Hidden units per layer."""
+    eval_episodes: int = 20
+    """Evaluation episodes per task after training."""
+    threads: int = 1
+    """Torch CPU threads (small networks run fastest on one)."""
+    tensorboard: bool = True
+    """Write TensorBoard events beside metrics.jsonl."""
+
+
+@dataclass(frozen=True)
+class EvaluateCmd:
+    """Evaluate a checkpoint task by task: mean return (and success rate where the family defines it)."""
+
+    checkpoint: Path
+    """The policy.pt to evaluate."""
+    episodes: int = 20
+    """Episodes per task."""
+    seed: int = 0
+    """Seed for the environments (and sampled actions)."""
+    tasks: tuple[int, ...] | None = None
+    """Task indices (default: all tasks of the checkpoint's family)."""
+    sample: bool = False
+    """Sample actions from the policy instead of taking the most likely one."""
+    out: Path | None = None
+    """Also write the results as JSON here."""
+    threads: int = 1
+    """Torch CPU threads."""
+
+
+Command = (
+    Annotated[FamiliesCmd, tyro.conf.subcommand("families")]
+    | Annotated[TrainCmd, tyro.conf.subcommand("train")]
+    | Annotated[EvaluateCmd, tyro.conf.subcommand("evaluate")]
+)
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    if n < 1:
+        raise ConfigError(f"--threads {n} must be at least 1")
+    torch.set_num_threads(n)
+
+
+def _progress_bar(desc: str):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)
+
+    def update(it: int, total: int, metrics: dict[str, float]) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = it
+        ret = metrics.get("train/episode_return")
+        bar.set_postfix_str(f"return {ret:.1f}" if ret is not None else "", refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_families(cmd: FamiliesCmd) -> None:
+    from policygradex import tasks
+
+    for name in tasks.names():
+        f = tasks.make(name)
+        print(f"{name:24s} n={f.n:<3d} {f.describe_action_space():12s} {f.metric:8s} {f.source}")
+        if cmd.verbose:
+            print(f"    {f.full_name}: {f.description}")
+
+
+def cmd_train(cmd: TrainCmd) -> None:
+    from policygradex import tasks
+    from policygradex.rl.checkpoint import load_checkpoint
+    from policygradex.rl.policy import PolicyConfig
+    from policygradex.rl.ppo import ppo_config_for
+    from policygradex.rundir import open_run_dir
+    from policygradex.training import train_into
+
+    _set_threads(cmd.threads)
+    family = tasks.make(cmd.family)
+    ppo = ppo_config_for(
+        family, cmd.preset, total_steps=cmd.total_steps, envs_per_task=cmd.envs_per_task, learning_rate=cmd.learning_rate
+    )
+    policy_cfg = PolicyConfig(depth=cmd.depth, width=cmd.width)
+    if cmd.eval_episodes < 1:
+        raise ConfigError(f"--eval-episodes {cmd.eval_episodes} must be at least 1")
+    task_idx = family.check_indices(cmd.tasks if cmd.tasks is not None else range(family.n))
+    ppo.num_iterations(len(task_idx))  # refuse a budget below one rollout before creating anything
+    init = load_checkpoint(cmd.init, family).policy if cmd.init is not None else None
+    config = {
+        "command": "train",
+        "family": family.info(),
+        "tasks": task_idx,
+        "seed": cmd.seed,
+        "preset": cmd.preset,
+        "ppo": asdict(ppo),
+        "policy": asdict(policy_cfg),
+        "init": str(cmd.init) if cmd.init else None,
+        "eval_episodes": cmd.eval_episodes,
+    }
+    out = open_run_dir(cmd.out, config)
+    bar, update = _progress_bar(f"train {family.name}")
+    try:
+        res = train_into(
+            out, family, task_idx, ppo, policy_cfg, cmd.seed, cmd.eval_episodes,
+            init=init, tensorboard=cmd.tensorboard, progress=update,
+        )
+    finally:
+        bar.close()
+    if res.resumed:
+        print(f"{out} already holds this finished run; showing its evaluation")
+    _print_eval(family, res.evaluation.score(family.metric), family.metric)
+    print(f"wrote {out}/policy.pt, eval.json, metrics.jsonl")
+
+
+def _print_eval(family, score: dict[int, float], metric: str) -> None:  # type: ignore[no-untyped-def]
+    print(f"{'task':>4s}  {'name':24s} {metric:>10s}")
+    for i, v in score.items():
+        print(f"{i:>4d}  {family.tasks[i].name:24s} {v:10.3f}")
+    print(f"{'mean':>4s}  {'':24s} {sum(score.values()) / len(score):10.3f}")
+
+
+def cmd_evaluate(cmd: EvaluateCmd) -> None:
+    from policygradex import tasks
+    from policygradex.io import write_json
+    from policygradex.rl.checkpoint import load_checkpoint
+    from policygradex.rl.evaluate import evaluate
+
+    _set_threads(cmd.threads)
+    ckpt = load_checkpoint(cmd.checkpoint)
+    family = tasks.make(ckpt.family)
+    load_checkpoint(cmd.checkpoint, family)  # checks version and shapes
+    idx = family.check_indices(cmd.tasks if cmd.tasks is not None else range(family.n))
+    res = evaluate(ckpt.policy, family, idx, cmd.episodes, cmd.seed, deterministic=not cmd.sample)
+    _print_eval(family, res.score(family.metric), family.metric)
+    if cmd.out is not None:
+        write_json(cmd.out, {"checkpoint": str(cmd.checkpoint), "family": family.full_name, **res.to_dict()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``policygradex`` command. Returns the exit status."""
+    cmd = tyro.cli(Command, args=argv, prog="policygradex", description="PolicyGradEx: task grouping for multitask RL.")  # type: ignore[call-overload]
+    try:
+        if isinstance(cmd, FamiliesCmd):
+            cmd_families(cmd)
+        elif isinstance(cmd, TrainCmd):
+            cmd_train(cmd)
+        elif isinstance(cmd, EvaluateCmd):
+            cmd_evaluate(cmd)
+    except PolicyGradExError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

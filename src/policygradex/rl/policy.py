@@ -1,0 +1,185 @@
+"""Actor-critic MLP policies with a pure, ``torch.func``-ready log-probability.
+
+The actor and the critic are separate MLPs (no shared trunk), so the actor's parameters θ — the ones
+PolicyGradEx differentiates (paper §2.2) — are exactly ``policy.actor.named_parameters()``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from policygradex.errors import ConfigError
+
+Activation = Literal["tanh", "relu"]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Network architecture.
+
+    Attributes:
+        depth: number of linear layers in the actor and in the critic (the paper uses 4).
+        width: hidden units per layer.
+        activation: hidden nonlinearity.
+        init_log_std: initial log standard deviation of the Gaussian head (continuous actions).
+    """
+
+    depth: int = 4
+    """Number of linear layers in the actor and in the critic (paper: 4)."""
+    width: int = 64
+    """Hidden units per layer."""
+    activation: Activation = "tanh"
+    """Hidden nonlinearity."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian head (continuous actions only)."""
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ConfigError(f"depth={self.depth} must be at least 1 (the number of linear layers)")
+        if self.width < 1:
+            raise ConfigError(f"width={self.width} must be a positive number of hidden units")
+
+
+def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weight init with the given gain and constant bias (the usual PPO init)."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, out_dim: int, cfg: PolicyConfig, out_gain: float) -> nn.Sequential:
+    """``cfg.depth`` linear layers with ``cfg.activation`` between them."""
+    act = nn.Tanh if cfg.activation == "tanh" else nn.ReLU
+    dims = [in_dim] + [cfg.width] * (cfg.depth - 1) + [out_dim]
+    layers: list[nn.Module] = []
+    for j in range(cfg.depth):
+        last = j == cfg.depth - 1
+        layers.append(layer_init(nn.Linear(dims[j], dims[j + 1]), gain=out_gain if last else math.sqrt(2)))
+        if not last:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    """Maps observations to action-distribution parameters.
+
+    Discrete: ``forward`` returns logits [B, A]. Continuous: the mean [B, A]; the state-independent
+    ``log_std`` [A] is a parameter of this module, so it is part of θ.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.discrete = discrete
+        self.net = mlp(obs_dim, action_dim, cfg, out_gain=0.01)
+        if not discrete:
+            self.log_std = nn.Parameter(torch.full((action_dim,), float(cfg.init_log_std)))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(obs)
+
+
+def distribution_log_prob(actor: Actor, out: Tensor, actions: Tensor, log_std: Tensor | None) -> Tensor:
+    """log π(a|s) from the actor output. out: [..., A]; actions: [...] (discrete) or [..., A] → [...]."""
+    if actor.discrete:
+        logp = torch.log_softmax(out, dim=-1)
+        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    assert log_std is not None
+    z = (actions - out) / log_std.exp()
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def log_prob(actor: Actor, params: dict[str, Tensor], obs: Tensor, actions: Tensor) -> Tensor:
+    """Pure log π_θ(a|s) with θ given explicitly: usable under ``torch.func.grad``/``vmap``.
+
+    Args:
+        actor: the module whose architecture is used (its own parameters are ignored).
+        params: θ as ``{name: tensor}`` with the names of ``actor.named_parameters()``.
+        obs: [B, obs_dim] (or [obs_dim] for one sample under ``vmap``).
+        actions: [B] int (discrete) or [B, A] float; without the batch dimension for one sample.
+
+    Returns:
+        [B] log-probabilities (summed over action dimensions for continuous actions), or [] for one sample.
+    """
+    out = functional_call(actor, params, (obs,))
+    return distribution_log_prob(actor, out, actions, params.get("log_std"))
+
+
+class ActorCritic(nn.Module):
+    """Actor and critic MLPs for one observation/action space.
+
+    Args:
+        obs_dim: observation size (including the task id).
+        action_dim: number of discrete actions, or the continuous action dimension.
+        discrete: categorical head if True, diagonal Gaussian otherwise.
+        cfg: architecture.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, discrete: bool, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.discrete = discrete
+        self.actor = Actor(obs_dim, action_dim, discrete, cfg)
+        self.critic = mlp(obs_dim, 1, cfg, out_gain=1.0)
+
+    def value(self, obs: Tensor) -> Tensor:
+        """V(s). obs: [B, obs_dim] → [B]."""
+        return self.critic(obs).squeeze(-1)
+
+    def actor_params(self) -> dict[str, Tensor]:
+        """θ: the actor's parameters, detached, as ``{name: tensor}``."""
+        return {k: v.detach() for k, v in self.actor.named_parameters()}
+
+    def log_prob_entropy(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """log π(a|s) [B] and the entropy of π(·|s) [B], with gradients to the actor."""
+        out = self.actor(obs)
+        log_std = getattr(self.actor, "log_std", None)
+        logp = distribution_log_prob(self.actor, out, actions, log_std)
+        if self.discrete:
+            lp = torch.log_softmax(out, dim=-1)
+            entropy = -(lp.exp() * lp).sum(-1)
+        else:
+            assert log_std is not None
+            entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum().expand(out.shape[0])
+        return logp, entropy
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, generator: torch.Generator, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """Sample (or take the mode of) π(·|s).
+
+        Args:
+            obs: [B, obs_dim].
+            generator: the random stream used for sampling (explicit, for reproducibility).
+            deterministic: take argmax / the mean instead of sampling.
+
+        Returns:
+            actions [B] long or [B, A] float, and their log-probabilities [B].
+        """
+        out = self.actor(obs)
+        if self.discrete:
+            if deterministic:
+                actions = out.argmax(-1)
+            else:
+                u = torch.rand(out.shape, generator=generator).clamp_(1e-20, 1.0)
+                actions = (out - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max sampling
+            return actions, distribution_log_prob(self.actor, out, actions, None)
+        log_std = self.actor.log_std
+        if deterministic:
+            actions = out
+        else:
+            actions = out + log_std.exp() * torch.randn(out.shape, generator=generator)
+        return actions, distribution_log_prob(self.actor, out, actions, log_std)
+
+
+def build_policy(obs_dim: int, action_dim: int, discrete: bool, cfg: PolicyConfig, seed: int) -> ActorCritic:
+    """Construct an :class:`ActorCritic` with weights initialised from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ActorCritic(obs_dim, action_dim, discrete, cfg)

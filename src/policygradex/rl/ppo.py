@@ -1,0 +1,250 @@
+"""Multitask PPO (clipped objective) over all tasks of a family at once.
+
+One batched :class:`~policygradex.tasks.base.TaskVecEnv` runs ``envs_per_task`` copies of every task;
+each update mixes the tasks' transitions. The same function trains the meta-policy θ* from scratch
+(all n tasks) and fine-tunes a given policy on any subset of tasks.
+
+Deterministic on CPU for a fixed seed: the environments, the action sampling and the minibatch
+permutations each draw from their own stream derived from the seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from policygradex.errors import ConfigError
+from policygradex.metrics import MetricsLogger
+from policygradex.rl.policy import ActorCritic, PolicyConfig, build_policy
+from policygradex.rl.rollout import Batch, Episode, RolloutState, collect
+from policygradex.tasks.base import TaskFamily
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (defaults follow the common CleanRL/SB3 settings for classic control)."""
+
+    total_steps: int = 1_000_000
+    """Total environment steps over all tasks."""
+    envs_per_task: int = 4
+    """Parallel environments per task."""
+    num_steps: int = 128
+    """Steps per environment per rollout."""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    num_minibatches: int = 4
+    """Minibatches per epoch."""
+    update_epochs: int = 4
+    """Epochs over each rollout."""
+    clip_coef: float = 0.2
+    """PPO ratio clip."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "envs_per_task", "num_steps", "num_minibatches", "update_epochs"):
+            v = getattr(self, name)
+            if v < 1:
+                raise ConfigError(f"{name}={v} must be a positive integer")
+        for name in ("learning_rate", "clip_coef", "max_grad_norm"):
+            v = getattr(self, name)
+            if not v > 0:
+                raise ConfigError(f"{name}={v} must be positive")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ConfigError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in [0, 1]")
+        if self.ent_coef < 0 or self.vf_coef < 0:
+            raise ConfigError(f"ent_coef={self.ent_coef} and vf_coef={self.vf_coef} must be non-negative")
+
+    def batch_size(self, num_tasks: int) -> int:
+        """Rows per rollout for ``num_tasks`` tasks."""
+        return num_tasks * self.envs_per_task * self.num_steps
+
+    def num_iterations(self, num_tasks: int) -> int:
+        """Rollout/update iterations; raises ConfigError when the budget is below one rollout."""
+        it = self.total_steps // self.batch_size(num_tasks)
+        if it < 1:
+            raise ConfigError(
+                f"total_steps={self.total_steps} is less than one rollout "
+                f"({self.batch_size(num_tasks)} steps for {num_tasks} tasks); raise total_steps"
+            )
+        return it
+
+
+def ppo_config_for(family: TaskFamily, preset: str, **overrides: Any) -> PPOConfig:
+    """The PPO config a family suggests for a preset, with ``overrides`` applied (None values ignored)."""
+    base = PPOConfig(total_steps=int(family.train_steps.get(preset, PPOConfig.total_steps)), **dict(family.ppo_overrides))
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class TrainResult:
+    """The trained policy and what happened.
+
+    Attributes:
+        policy: the trained network.
+        task_indices: tasks trained on.
+        env_steps: environment steps taken.
+        wall_seconds: wall-clock of training.
+        episodes: every finished training episode.
+        history: one dict of ``train/`` metrics per iteration.
+    """
+
+    policy: ActorCritic
+    task_indices: list[int]
+    env_steps: int
+    wall_seconds: float
+    episodes: list[Episode] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def recent_task_returns(self, last: int = 20) -> dict[int, float]:
+        """Mean return of each task's last ``last`` training episodes."""
+        out: dict[int, float] = {}
+        for i in self.task_indices:
+            rets = [e.ret for e in self.episodes if e.task == i][-last:]
+            out[i] = float(np.mean(rets)) if rets else float("nan")
+        return out
+
+
+def streams(seed: int) -> tuple[int, torch.Generator, np.random.Generator]:
+    """Independent seeds/streams for (environment resets, action sampling, minibatch order)."""
+    ss = np.random.SeedSequence(seed)
+    env_ss, act_ss, mb_ss = ss.spawn(3)
+    env_seed = int(env_ss.generate_state(1)[0] % (2**31))
+    gen = torch.Generator().manual_seed(int(act_ss.generate_state(1)[0]))
+    return env_seed, gen, np.random.default_rng(mb_ss)
+
+
+def ppo_loss(policy: ActorCritic, mb: Batch, adv: Tensor, cfg: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped PPO loss on one minibatch. ``adv``: [B] (already normalised if configured)."""
+    logp, entropy = policy.log_prob_entropy(mb.obs, mb.actions)
+    log_ratio = logp - mb.logp
+    ratio = log_ratio.exp()
+    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+    v = policy.value(mb.obs)
+    v_clipped = mb.values + (v - mb.values).clamp(-cfg.clip_coef, cfg.clip_coef)
+    v_loss = 0.5 * torch.max((v - mb.returns).pow(2), (v_clipped - mb.returns).pow(2)).mean()
+    ent = entropy.mean()
+    loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
+    with torch.no_grad():
+        stats = {
+            "policy_loss": pg_loss.detach(),
+            "value_loss": v_loss.detach(),
+            "entropy": ent.detach(),
+            "approx_kl": ((ratio - 1) - log_ratio).mean(),
+            "clip_frac": ((ratio - 1).abs() > cfg.clip_coef).float().mean(),
+        }
+    return loss, stats
+
+
+def _minibatch(batch: Batch, idx: Tensor) -> Batch:
+    return Batch(
+        obs=batch.obs[idx], actions=batch.actions[idx], logp=batch.logp[idx], values=batch.values[idx],
+        advantages=batch.advantages[idx], returns=batch.returns[idx], task=batch.task[idx],
+    )
+
+
+def train(
+    family: TaskFamily,
+    task_indices: Sequence[int],
+    cfg: PPOConfig,
+    seed: int,
+    policy_cfg: PolicyConfig | None = None,
+    init: ActorCritic | None = None,
+    logger: MetricsLogger | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train with multitask PPO on ``task_indices`` of ``family``.
+
+    Args:
+        family: the task family.
+        task_indices: the tasks to train on (all n for the meta-policy; a subset to fine-tune).
+        cfg: PPO hyperparameters and budget.
+        seed: the seed of everything random in this run.
+        policy_cfg: architecture for a new policy (ignored when ``init`` is given).
+        init: a policy to fine-tune; it is copied, never modified.
+        logger: receives ``train/`` metrics each iteration.
+        progress: called as ``progress(iteration, num_iterations, metrics)`` after each iteration.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ConfigError: bad task indices or a budget below one rollout.
+    """
+    tasks = family.check_indices(task_indices)
+    iterations = cfg.num_iterations(len(tasks))
+    if init is not None:
+        if init.obs_dim != family.obs_dim or init.action_dim != family.action_dim:
+            raise ConfigError(f"the initial policy does not fit family {family.name}; use one trained on it")
+        policy = copy.deepcopy(init)
+    else:
+        policy = build_policy(family.obs_dim, family.action_dim, family.discrete, policy_cfg or PolicyConfig(), seed)
+    env_seed, gen, mb_rng = streams(seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    bounds = None
+    if not family.discrete:
+        bounds = (np.asarray(family.action_space.low), np.asarray(family.action_space.high))  # type: ignore[attr-defined]
+
+    venv = family.make_vec(tasks, cfg.envs_per_task)
+    state = RolloutState.start(venv, env_seed)
+    result = TrainResult(policy, tasks, 0, 0.0)
+    batch_size = cfg.batch_size(len(tasks))
+    mb_size = max(1, batch_size // cfg.num_minibatches)
+    start = time.perf_counter()
+    try:
+        for it in range(iterations):
+            if cfg.anneal_lr:
+                optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
+            batch = collect(policy, venv, state, cfg.num_steps, cfg.gamma, cfg.gae_lambda, gen, bounds)
+            result.env_steps += batch_size
+            result.episodes.extend(batch.episodes)
+            sums: dict[str, float] = {}
+            count = 0
+            for _ in range(cfg.update_epochs):
+                perm = torch.as_tensor(mb_rng.permutation(batch_size))
+                for s in range(0, batch_size, mb_size):
+                    mb = _minibatch(batch, perm[s : s + mb_size])
+                    adv = mb.advantages
+                    if cfg.norm_adv and len(adv) > 1:
+                        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                    loss, stats = ppo_loss(policy, mb, adv, cfg)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+            metrics = {f"train/{k}": v / count for k, v in sums.items()}
+            rets = [e.ret for e in batch.episodes]
+            if rets:
+                metrics["train/episode_return"] = float(np.mean(rets))
+            metrics["train/env_steps_per_s"] = result.env_steps / (time.perf_counter() - start)
+            result.history.append(metrics)
+            if logger is not None:
+                logger.log(result.env_steps, metrics)
+            if progress is not None:
+                progress(it + 1, iterations, metrics)
+    finally:
+        venv.close()
+    result.wall_seconds = time.perf_counter() - start
+    return result
