@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/policygradex train --family $(FAMILY) --out $(OUT)
+	$(BIN)/policygradex run --family $(FAMILY) --out $(OUT)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
@@ -32,3 +32,4 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_features.py

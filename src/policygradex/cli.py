@@ -6,7 +6,7 @@ Every command prints bad input as one line, ``error: ...``, and exits with statu
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -79,10 +79,80 @@ class EvaluateCmd:
     """Torch CPU threads."""
 
 
+from policygradex.pipeline import RunConfig  # noqa: E402  (light: imports no torch model code at module level)
+
+
+@dataclass(frozen=True)
+class RunCmd:
+    """Run PolicyGradEx end to end: meta-train θ*, gradient features, subset estimates, affinity,
+    clustering, group policies, report. Rerunning on the same --out resumes."""
+
+    family: str = "cartpole-10"
+    """Task family (see `policygradex families`)."""
+    out: Path = Path("runs/run")
+    """Run directory to create (or to resume, if it holds this same run)."""
+    config: Annotated[RunConfig, tyro.conf.arg(name="")] = field(default_factory=RunConfig)
+    stop_after: Literal["meta", "features", "subsets", "estimate", "affinity", "cluster", "groups", "report"] = "report"
+    """Last stage to run (later stages can be run with their own subcommands)."""
+    threads: int = 1
+    """Torch CPU threads in this process."""
+
+
+@dataclass(frozen=True)
+class StageCmd:
+    """Run one stage on an existing run directory (made by `policygradex run`)."""
+
+    run: Path
+    """The run directory."""
+    threads: int = 1
+    """Torch CPU threads in this process."""
+
+
+@dataclass(frozen=True)
+class FeaturesCmd(StageCmd):
+    """Roll out θ* and compute projected per-sample gradients (features/task_<i>.pt)."""
+
+
+@dataclass(frozen=True)
+class EstimateCmd(StageCmd):
+    """Sample subsets, fit the surrogate per subset, score f(S, i), build the affinity (subsets.json,
+    scores.jsonl, affinity.npy, coverage.npy)."""
+
+
+@dataclass(frozen=True)
+class ClusterCmd(StageCmd):
+    """Cluster the tasks into k groups from the affinity (groups.json)."""
+
+
+@dataclass(frozen=True)
+class TrainGroupsCmd(StageCmd):
+    """Train one policy per group (groups/<g>/policy.pt, eval.json)."""
+
+
+@dataclass(frozen=True)
+class ReportCmd(StageCmd):
+    """Write results.json, report.md and figures/affinity.png."""
+
+
+STAGE_COMMANDS: dict[type, tuple[str, ...]] = {
+    FeaturesCmd: ("features",),
+    EstimateCmd: ("subsets", "estimate", "affinity"),
+    ClusterCmd: ("cluster",),
+    TrainGroupsCmd: ("groups",),
+    ReportCmd: ("report",),
+}
+
+
 Command = (
     Annotated[FamiliesCmd, tyro.conf.subcommand("families")]
     | Annotated[TrainCmd, tyro.conf.subcommand("train")]
     | Annotated[EvaluateCmd, tyro.conf.subcommand("evaluate")]
+    | Annotated[RunCmd, tyro.conf.subcommand("run")]
+    | Annotated[FeaturesCmd, tyro.conf.subcommand("features")]
+    | Annotated[EstimateCmd, tyro.conf.subcommand("estimate")]
+    | Annotated[ClusterCmd, tyro.conf.subcommand("cluster")]
+    | Annotated[TrainGroupsCmd, tyro.conf.subcommand("train-groups")]
+    | Annotated[ReportCmd, tyro.conf.subcommand("report")]
 )
 
 
@@ -189,16 +259,84 @@ def cmd_evaluate(cmd: EvaluateCmd) -> None:
         write_json(cmd.out, {"checkpoint": str(cmd.checkpoint), "family": family.full_name, **res.to_dict()})
 
 
+class _StageBars:
+    """One tqdm bar per long stage, fed by the pipeline's progress callback."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True)
+        bar.total = total  # type: ignore[attr-defined]
+        bar.n = done  # type: ignore[attr-defined]
+        bar.refresh()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()  # type: ignore[attr-defined]
+
+
+def _print_run_summary(run) -> None:  # type: ignore[no-untyped-def]
+    res = run.results()
+    print(f"groups: {res['groups']}")
+    print(f"mean {res['metric']}: theta* alone {res['mean_meta']:.3f}, group policies {res['mean_group_policy']:.3f}")
+    print(f"report: {run.dir / 'report.md'}")
+
+
+def cmd_run(cmd: RunCmd) -> None:
+    from policygradex import pipeline, tasks
+
+    _set_threads(cmd.threads)
+    family = tasks.make(cmd.family)
+    bars = _StageBars()
+    try:
+        run = pipeline.open_run(family, cmd.config, cmd.out, bars)
+        for stage in pipeline.STAGES[: pipeline.STAGES.index(cmd.stop_after) + 1]:
+            run.run_stage(stage)  # type: ignore[arg-type]
+    finally:
+        bars.close()
+    if cmd.stop_after == "report":
+        _print_run_summary(run)
+    else:
+        print(f"stopped after stage {cmd.stop_after!r}; continue with `policygradex run` on --out {run.dir}")
+
+
+def cmd_stage(cmd: StageCmd) -> None:
+    from policygradex import pipeline
+
+    _set_threads(cmd.threads)
+    bars = _StageBars()
+    try:
+        run = pipeline.reopen(cmd.run, bars)
+        for stage in STAGE_COMMANDS[type(cmd)]:
+            run.run_stage(stage)  # type: ignore[arg-type]
+    finally:
+        bars.close()
+    if isinstance(cmd, ReportCmd):
+        _print_run_summary(run)
+    else:
+        print(f"{', '.join(STAGE_COMMANDS[type(cmd)])}: done in {run.dir}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``policygradex`` command. Returns the exit status."""
-    cmd = tyro.cli(Command, args=argv, prog="policygradex", description="PolicyGradEx: task grouping for multitask RL.")  # type: ignore[call-overload]
     try:
+        # inside the try: configs validate themselves while tyro builds them
+        cmd = tyro.cli(Command, args=argv, prog="policygradex", description="PolicyGradEx: task grouping for multitask RL.")  # type: ignore[call-overload]
         if isinstance(cmd, FamiliesCmd):
             cmd_families(cmd)
         elif isinstance(cmd, TrainCmd):
             cmd_train(cmd)
         elif isinstance(cmd, EvaluateCmd):
             cmd_evaluate(cmd)
+        elif isinstance(cmd, RunCmd):
+            cmd_run(cmd)
+        elif isinstance(cmd, StageCmd):
+            cmd_stage(cmd)
     except PolicyGradExError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ class PolicyGradExError(Exception):
     """An error caused by the user's input (configuration, files, names)."""
 
 
-class ConfigError(PolicyGradExError, ValueError):
+class ConfigError(PolicyGradExError):
     """A configuration value is out of range or inconsistent."""
 
 

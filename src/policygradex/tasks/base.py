@@ -111,7 +111,8 @@ class TaskFamily:
             training family and carry an all-zero id).
         onehot_index: per task, the hot position of its id, or -1 for none; defaults to the task index.
         planted_groups: the true partition, for synthetic families with planted structure.
-        train_steps: suggested total env steps for meta-training, per preset (``"default"``, ``"smoke"``).
+        train_steps: suggested total env steps of training on all tasks, per preset (``"default"``,
+            ``"smoke"``), and optionally ``"meta"``: the pipeline's meta-training budget when it differs.
         ppo_overrides: PPO hyperparameters this family needs beyond the library defaults.
         description: one paragraph for ``policygradex families`` and the docs.
     """
