@@ -80,7 +80,9 @@ def write_report(directory: Path, results: dict[str, Any], U: np.ndarray, covera
         f"| **mean** | | | **{results['mean_meta']:.2f}** | **{results['mean_group_policy']:.2f}** | "
         f"{results['mean_group_policy'] - results['mean_meta']:+.2f} |",
         "",
-        "Group policies are fine-tuned from θ*" if config["groups"]["init"] == "meta" else "Group policies are trained from scratch",
+        f"Group policies are fine-tuned from θ* (learning rate × {config['groups']['lr_scale']})"
+        if config["groups"]["init"] == "meta"
+        else "Group policies are trained from scratch",
     ]
     lines[-1] += (
         f" with {'the meta budget × group size / n' if config['groups']['total_steps'] is None else str(config['groups']['total_steps'])} "
