@@ -274,6 +274,7 @@ class Run:
         p = flatten(ckpt.policy.actor_params()).numel()
         proj = GaussianProjection(p=p, d=fc["d"], seed=self._seed("features"))
         ppo = self.meta_ppo
+        start = time.perf_counter()
         feats = collect_features(
             ckpt.policy, self.family, proj, fc["samples_per_task"], self._seed("features") + 1,
             envs_per_task=fc["envs_per_task"], gamma=ppo.gamma, lam=ppo.gae_lambda,
@@ -283,7 +284,9 @@ class Run:
         for i, f in feats.items():
             with atomic_path(out / f"task_{i}.pt") as tmp:
                 torch.save(f.to_dict(), tmp)
-        write_json(out / "projection.json", {"p": p, "d": fc["d"], "seed": proj.seed, "kind": "gaussian"})
+        write_json(out / "projection.json", {
+            "p": p, "d": fc["d"], "seed": proj.seed, "kind": "gaussian", "seconds": time.perf_counter() - start,
+        })
 
     def load_features(self) -> dict[int, dict[str, torch.Tensor]]:
         """The stored features of every task."""
@@ -335,11 +338,11 @@ class Run:
             weights = fit_subsets(
                 [feats[i]["grads"] for i in range(n)], [feats[i]["advantages"] for i in range(n)], subsets, e["l2"]
             )
-            self.timings["fit_seconds"] = time.perf_counter() - t
             from policygradex.io import atomic_path
 
             with atomic_path(wpath) as tmp:
                 torch.save(weights, tmp)
+            write_json(self.dir / "estimate" / "fit.json", {"seconds": time.perf_counter() - t, "subsets": len(subsets)})
         deltas, coef_scale = self._deltas(weights)
         if e["score"] == "surrogate":
             from policygradex.gradex.scores import score_surrogate
@@ -403,14 +406,25 @@ class Run:
         done = len(starts) - len(todo)
         self.progress("estimate", done, len(starts))
         for c, res in zip(todo, executor.map(score_rollouts, jobs), strict=True):
-            write_json(chunk_dir / f"chunk_{c:05d}.json", [list(r) for r in res])
+            write_json(chunk_dir / f"chunk_{c:05d}.json", {"rows": [list(r) for r in res["rows"]], "seconds": res["seconds"]})
             done += 1
             self.progress("estimate", done, len(starts))
         scored: dict[tuple[int, int], float] = {}
         for c in starts:
-            for a, b, v in read_json(chunk_dir / f"chunk_{c:05d}.json"):
+            for a, b, v in read_json(chunk_dir / f"chunk_{c:05d}.json")["rows"]:
                 scored[(int(a), int(b))] = float(v)
         return [(l, i, scored[(first[s], i)]) for l, s in enumerate(subsets) for i in s]
+
+    def estimate_compute_seconds(self) -> dict[str, float]:
+        """Compute time the estimate took, summed over work items (resume-proof: recorded when done)."""
+        out = {
+            "features": float(read_json(self.dir / "features" / "projection.json")["seconds"]),
+            "fits": float(read_json(self._require(self.dir / "estimate" / "fit.json", "estimate"))["seconds"]),
+        }
+        chunks = sorted((self.dir / "estimate" / "chunks").glob("chunk_*.json"))
+        out["scoring"] = float(sum(read_json(c)["seconds"] for c in chunks))
+        out["total"] = out["features"] + out["fits"] + out["scoring"]
+        return out
 
     def load_scores(self) -> tuple[np.ndarray, np.ndarray]:
         """scores [m, n] (NaN outside the subset) and membership [m, n]."""

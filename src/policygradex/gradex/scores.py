@@ -15,9 +15,10 @@ Two modes:
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -77,12 +78,13 @@ def _load(checkpoint: str, family_name: str) -> tuple[Checkpoint, object]:
     return load_checkpoint(checkpoint, family), family
 
 
-def score_rollouts(job: ScoreJob) -> list[tuple[int, int, float]]:
+def score_rollouts(job: ScoreJob) -> dict[str, Any]:
     """Score every (subset, task) pair of ``job`` by rollouts.
 
     Returns:
-        ``(subset index, task, f(S, i))`` triples.
+        ``{"rows": [(subset index, task, f(S, i)), ...], "seconds": compute time of this job}``.
     """
+    start = time.perf_counter()
     ckpt, family = _load(job.checkpoint, job.family)
     out = []
     for (index, members), delta in zip(job.subsets, job.deltas, strict=True):
@@ -90,7 +92,7 @@ def score_rollouts(job: ScoreJob) -> list[tuple[int, int, float]]:
         for i in members:
             res = evaluate(policy, family, [i], job.episodes, task_eval_seed(job.seed, i), job.deterministic)  # type: ignore[arg-type]
             out.append((index, i, res.score(family.metric)[i]))  # type: ignore[attr-defined]
-    return out
+    return {"rows": out, "seconds": time.perf_counter() - start}
 
 
 def score_surrogate(

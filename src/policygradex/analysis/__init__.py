@@ -1,0 +1,1 @@
+"""Checks of the method: first-order approximation error, agreement with full training."""
