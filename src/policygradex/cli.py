@@ -134,6 +134,43 @@ class ReportCmd(StageCmd):
     """Write results.json, report.md and figures/affinity.png."""
 
 
+@dataclass(frozen=True)
+class ApproxErrorCmd(StageCmd):
+    """First-order approximation error of log π along the surrogate's Δθ at relative distances 0.1%–5%,
+    on held-out transitions (approx_error.json, approx_error.md, figures/approx_error.png)."""
+
+    directions: int = 20
+    """Surrogate directions Δθ_S (distinct subsets) to average over."""
+
+
+@dataclass(frozen=True)
+class GroundTruthCmd(StageCmd):
+    """Fine-tune θ* with PPO on every subset and score it as the estimate is scored; true affinity and
+    clustering (ground_truth/). Expensive; resumes subset by subset."""
+
+    total_steps: int | None = None
+    """PPO env steps per subset (default: meta budget × |S| / n)."""
+    executor: Literal["serial", "process"] | None = None
+    """Override the run's executor."""
+    workers: int | None = None
+    """Override the run's worker count."""
+
+
+@dataclass(frozen=True)
+class AgreementCmd(StageCmd):
+    """Estimated vs true f(S, i) (rank and linear correlation), NMI of the clusterings with random
+    partitions beside it, and the compute speed-up (agreement.json). Needs ground-truth first."""
+
+
+@dataclass(frozen=True)
+class CompareGroupingsCmd(StageCmd):
+    """Train group policies for random and gradient-similarity groupings as for the estimated one, and
+    compare the mean score over all tasks (groupings.json)."""
+
+    random_seeds: int = 2
+    """Random groupings to average."""
+
+
 STAGE_COMMANDS: dict[type, tuple[str, ...]] = {
     FeaturesCmd: ("features",),
     EstimateCmd: ("subsets", "estimate", "affinity"),
@@ -153,6 +190,10 @@ Command = (
     | Annotated[ClusterCmd, tyro.conf.subcommand("cluster")]
     | Annotated[TrainGroupsCmd, tyro.conf.subcommand("train-groups")]
     | Annotated[ReportCmd, tyro.conf.subcommand("report")]
+    | Annotated[ApproxErrorCmd, tyro.conf.subcommand("approx-error")]
+    | Annotated[GroundTruthCmd, tyro.conf.subcommand("ground-truth")]
+    | Annotated[AgreementCmd, tyro.conf.subcommand("agreement")]
+    | Annotated[CompareGroupingsCmd, tyro.conf.subcommand("compare-groupings")]
 )
 
 
@@ -182,9 +223,17 @@ def _progress_bar(desc: str):  # type: ignore[no-untyped-def]
 
 def cmd_families(cmd: FamiliesCmd) -> None:
     from policygradex import tasks
+    from policygradex.errors import MissingExtraError
 
     for name in tasks.names():
-        f = tasks.make(name)
+        try:
+            f = tasks.make(name)
+        except MissingExtraError as e:
+            # list it all the same: a missing optional library is no reason to hide the family
+            print(f"{name:24s} (needs extra {tasks.extra_of(name)})")
+            if cmd.verbose:
+                print(f"    {e}")
+            continue
         print(f"{name:24s} n={f.n:<3d} {f.describe_action_space():12s} {f.metric:8s} {f.source}")
         if cmd.verbose:
             print(f"    {f.full_name}: {f.description}")
@@ -305,9 +354,40 @@ def cmd_run(cmd: RunCmd) -> None:
         print(f"stopped after stage {cmd.stop_after!r}; continue with `policygradex run` on --out {run.dir}")
 
 
+def cmd_study(cmd: StageCmd) -> None:
+    from policygradex import pipeline, studies
+
+    _set_threads(cmd.threads)
+    bars = _StageBars()
+    try:
+        run = pipeline.reopen(cmd.run, bars)
+        if isinstance(cmd, ApproxErrorCmd):
+            res = studies.approx_error(run, directions=cmd.directions)
+            print(f"{'distance':>9s} {'first order':>12s} {'zeroth order':>13s}")
+            for t in res["errors"]:
+                print(f"{t['distance']:>9.1%} {t['first_order']:>12.3%} {t['zeroth_order']:>13.3%}")
+            print(f"wrote {run.dir / 'approx_error.md'}")
+        elif isinstance(cmd, GroundTruthCmd):
+            gt = studies.ground_truth(run, cmd.total_steps, cmd.executor, cmd.workers, progress=bars)
+            print(f"true groups: {gt['groups']} ({gt['distinct_subsets']} subsets fine-tuned, {gt['compute_seconds']:.0f} s)")
+        elif isinstance(cmd, AgreementCmd):
+            ag = studies.agreement(run)
+            print(f"spearman {ag['spearman']}, pearson {ag['pearson']}, NMI {ag['nmi']:.3f} "
+                  f"(random {ag['nmi_random']:.3f}), speed-up {ag['speedup']:.1f}x")
+        elif isinstance(cmd, CompareGroupingsCmd):
+            cg = studies.compare_groupings(run, seeds=cmd.random_seeds, progress=bars)
+            for name, r in cg["partitions"].items():
+                print(f"{name:22s} mean {r['mean']:.3f}  groups {r['groups']}")
+    finally:
+        bars.close()
+
+
 def cmd_stage(cmd: StageCmd) -> None:
     from policygradex import pipeline
 
+    if type(cmd) not in STAGE_COMMANDS:
+        cmd_study(cmd)
+        return
     _set_threads(cmd.threads)
     bars = _StageBars()
     try:

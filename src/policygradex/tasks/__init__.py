@@ -18,19 +18,39 @@ from policygradex.errors import ConfigError
 from policygradex.tasks.base import StepResult, Task, TaskFamily, TaskVecEnv
 from policygradex.tasks.cartpole import cartpole_10, cartpole_meta_test, cartpole_meta_train
 from policygradex.tasks.custom import from_gymnasium
+from policygradex.tasks.highway import highway_10, highway_meta_test, highway_meta_train
+from policygradex.tasks.lunarlander import lunarlander_10, lunarlander_meta_test, lunarlander_meta_train
+from policygradex.tasks.metaworld import metaworld_mt10, metaworld_mt50
+from policygradex.tasks.mujoco_vel import halfcheetah_vel_10
 from policygradex.tasks.toy import planted_toy
 
-__all__ = ["StepResult", "Task", "TaskFamily", "TaskVecEnv", "from_gymnasium", "make", "names", "register"]
+__all__ = [
+    "StepResult", "Task", "TaskFamily", "TaskVecEnv", "extra_of", "from_gymnasium", "make", "names", "register",
+]
 
 _REGISTRY: dict[str, Callable[[], TaskFamily]] = {}
+_EXTRAS: dict[str, str] = {}
 DEFAULT_FAMILY = "cartpole-10"
 
 
-def register(name: str, factory: Callable[[], TaskFamily]) -> None:
-    """Register a family factory under ``name`` (must not already exist)."""
+def register(name: str, factory: Callable[[], TaskFamily], extra: str | None = None) -> None:
+    """Register a family factory under ``name`` (must not already exist).
+
+    Args:
+        name: the family's name.
+        factory: builds the family; raises ``MissingExtraError`` when its optional library is missing.
+        extra: the policygradex extra the family needs (e.g. ``"box2d"``), or None.
+    """
     if name in _REGISTRY:
         raise ConfigError(f"a family named {name!r} is already registered; choose another name")
     _REGISTRY[name] = factory
+    if extra is not None:
+        _EXTRAS[name] = extra
+
+
+def extra_of(name: str) -> str | None:
+    """The extra a registered family needs (``pip install 'policygradex[<extra>]'``), or None."""
+    return _EXTRAS.get(name)
 
 
 def names() -> list[str]:
@@ -61,3 +81,12 @@ register("cartpole-10", cartpole_10)
 register("cartpole-meta-10", cartpole_meta_train)
 register("cartpole-meta-10-test", cartpole_meta_test)
 register("planted-toy", planted_toy)
+register("lunarlander-10", lunarlander_10, extra="box2d")
+register("lunarlander-meta-10", lunarlander_meta_train, extra="box2d")
+register("lunarlander-meta-10-test", lunarlander_meta_test, extra="box2d")
+register("highway-10", highway_10, extra="highway")
+register("highway-meta-10", highway_meta_train, extra="highway")
+register("highway-meta-10-test", highway_meta_test, extra="highway")
+register("metaworld-mt10", metaworld_mt10, extra="metaworld")
+register("metaworld-mt50", metaworld_mt50, extra="metaworld")
+register("halfcheetah-vel-10", halfcheetah_vel_10, extra="mujoco")

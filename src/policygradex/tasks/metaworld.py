@@ -1,0 +1,170 @@
+"""Meta-World MT10 and MT50 as families (Meta-World 3.x, extra ``[metaworld]``).
+
+``metaworld-mt10`` and ``metaworld-mt50`` have one task per manipulation environment of Meta-World's
+MT10 / MT50 (``reach-v3``, ``push-v3``, ...). The metric is the success rate: an episode succeeds when
+``info["success"]`` is set at any of its 500 steps. Actions are Meta-World's continuous Box(4) in
+[-1, 1]; observations are its 39 numbers, with the goal position visible (MT setting), followed by
+this family's own one-hot task id of size n (Meta-World's ``use_one_hot`` is not used).
+
+Goals. Meta-World gives every environment 50 goal configurations, drawn once when the benchmark
+object (``metaworld.MT10(seed=...)``) is built; each episode starts from one of them. Every
+environment of a family, whatever subset of tasks it is built for, takes its goals from ONE benchmark
+object per process (:func:`benchmark`, cached by benchmark name and seed), so a task's goals do not
+change with the subset. Meta-World's own custom-subset helper (``Meta-World/custom-mt-envs``) is not
+used: it seeds each environment by its position in the subset (the goals change) and sizes its
+one-hot by the subset. Which goal an episode gets is drawn from the environment's own stream, seeded
+by (run seed, task, copy) and not by the environment's position in the batch (see
+:class:`MetaWorldTaskVecEnv`): a task built alone, in a subset or in the full benchmark starts from the
+same goal for the same seed.
+
+Reward: Meta-World's reward function version ``REWARD_VERSION`` ("v2"); published MT10 success moves by
+tens of points between v1 and v2 (``../shared/paper.md`` §5), so it is part of ``TaskFamily.source``
+and with it of every run's saved configuration.
+
+Building the benchmark object takes about 10 s for MT10 and about a minute for MT50 (Meta-World resets
+every environment 50 times to draw the goals); building one environment takes about 0.2 s.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from policygradex.tasks.base import GymnasiumTaskVecEnv, Task, TaskFamily, with_task_id
+from policygradex.tasks.extras import dist_version, import_extra
+
+EXTRA = "metaworld"
+BenchmarkName = Literal["MT10", "MT50"]
+BENCHMARK_SEED = 0  # the seed of Meta-World's goal draws; part of the family definition
+REWARD_VERSION: Literal["v1", "v2"] = "v2"
+EPISODE_STEPS = 500  # Meta-World's max_path_length
+RAW_OBS_DIM = 39
+ACTION_DIM = 4
+
+# One 500-step episode per task per rollout, so every batch holds whole episodes; CleanRL's
+# continuous-action learning rate and no entropy bonus.
+PPO_OVERRIDES: Mapping[str, Any] = {"envs_per_task": 1, "num_steps": EPISODE_STEPS, "learning_rate": 3e-4, "ent_coef": 0.0}
+
+
+def _train_steps(n: int) -> dict[str, int]:
+    # "default": 200k steps per task (about half an hour for MT10 on one core here; PPO needs far more
+    # to solve MT10, so raise it where compute allows); "smoke": one rollout of n episodes.
+    return {"default": 200_000 * n, "smoke": EPISODE_STEPS * n}
+
+
+@functools.cache
+def benchmark(name: BenchmarkName, seed: int) -> Any:
+    """Meta-World's benchmark object ``metaworld.<name>(seed=seed)``, built once per process.
+
+    Every environment of a family takes its goals from this one object, so goals are the same in
+    every subset. Building it takes ~10 s (MT10) or ~1 min (MT50).
+
+    Raises:
+        MissingExtraError: Meta-World is not installed.
+    """
+    mw = import_extra("metaworld", EXTRA, f"metaworld-{name.lower()}")
+    return getattr(mw, name)(seed=seed)
+
+
+class MetaWorldTask(gym.Wrapper[Any, Any, Any, Any]):
+    """One Meta-World environment with a fixed list of goals; each reset starts from one of them.
+
+    The goal of an episode is drawn from this wrapper's own stream, reseeded by ``reset(seed=...)``;
+    Meta-World's own random state is reseeded with it (Meta-World ignores ``reset``'s seed). The
+    observation space is the common ``Box(-inf, inf, (39,))``: Meta-World's bounds differ between
+    environments, which would stop them sharing a vector environment.
+
+    Args:
+        env: a Meta-World environment (``SawyerXYZEnv``), time-limited.
+        goals: the environment's goal configurations (Meta-World ``Task`` objects).
+    """
+
+    def __init__(self, env: gym.Env[Any, Any], goals: Sequence[Any]) -> None:
+        super().__init__(env)
+        self.goals = list(goals)
+        self._rng = np.random.default_rng(0)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (RAW_OBS_DIM,), dtype=np.float64)
+        self.env.unwrapped.set_task(self.goals[0])  # type: ignore[attr-defined]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            self.env.unwrapped.seed(seed)  # type: ignore[attr-defined]
+        goal = self.goals[int(self._rng.integers(len(self.goals)))]
+        self.env.unwrapped.set_task(goal)  # type: ignore[attr-defined]
+        return self.env.reset(seed=seed, options=options)
+
+
+def make_metaworld_env(family: TaskFamily, i: int, *, benchmark_name: BenchmarkName) -> gym.Env[Any, Any]:
+    """Task ``i`` of ``family``: its Meta-World environment with the cached benchmark's 50 goals."""
+    bench = benchmark(benchmark_name, BENCHMARK_SEED)
+    env_name = family.tasks[i].name
+    env = bench.train_classes[env_name](reward_function_version=REWARD_VERSION)
+    env = gym.wrappers.TimeLimit(env, EPISODE_STEPS)
+    return MetaWorldTask(env, [t for t in bench.train_tasks if t.env_name == env_name])
+
+
+def env_seed(seed: int, task: int, copy: int) -> int:
+    """The seed of copy ``copy`` of task ``task`` when a batch is reset with ``seed``."""
+    return int(np.random.SeedSequence([seed, task, copy]).generate_state(1)[0])
+
+
+class MetaWorldTaskVecEnv(GymnasiumTaskVecEnv):
+    """:class:`GymnasiumTaskVecEnv` whose environments are seeded by (seed, task, copy), not position.
+
+    With position seeds (``seed + j``), a task's goals and initial states would depend on which other
+    tasks precede it in the batch; here they depend only on the task and its copy number.
+    """
+
+    def __init__(self, family: TaskFamily, task_indices: Sequence[int], envs_per_task: int) -> None:
+        super().__init__(family, task_indices, envs_per_task)
+        self.copy_index = np.tile(np.arange(envs_per_task), len(task_indices))
+
+    def reset(self, seed: int) -> np.ndarray:
+        seeds = [env_seed(seed, int(t), int(c)) for t, c in zip(self.task_index, self.copy_index, strict=True)]
+        obs, _ = self._env.reset(seed=seeds)
+        return with_task_id(obs, self._ids)
+
+
+def _family(name: str, benchmark_name: BenchmarkName) -> TaskFamily:
+    mw = import_extra("metaworld", EXTRA, name)
+    env_names = list(getattr(mw.env_dict, f"{benchmark_name}_V3"))
+    n = len(env_names)
+    return TaskFamily(
+        name=name,
+        version="v1",
+        tasks=tuple(Task(i, env_name, {}) for i, env_name in enumerate(env_names)),
+        raw_obs_dim=RAW_OBS_DIM,
+        action_space=gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), dtype=np.float32),
+        metric="success",
+        source=(
+            f"metaworld {dist_version('metaworld')} {benchmark_name} reward {REWARD_VERSION} "
+            f"(benchmark seed {BENCHMARK_SEED}, mujoco {dist_version('mujoco')})"
+        ),
+        make_vec_fn=MetaWorldTaskVecEnv,
+        make_env_fn=functools.partial(make_metaworld_env, benchmark_name=benchmark_name),
+        train_steps=_train_steps(n),
+        ppo_overrides=dict(PPO_OVERRIDES),
+        description=f"Meta-World {benchmark_name}: {n} manipulation tasks, success rate over 500-step episodes, "
+        f"goals from one {benchmark_name} benchmark object (seed {BENCHMARK_SEED}), reward {REWARD_VERSION}.",
+    )
+
+
+def metaworld_mt10() -> TaskFamily:
+    """``metaworld-mt10``: the 10 environments of Meta-World's MT10.
+
+    Cheap: the benchmark object (and its goals) is built on the first environment, not here.
+
+    Raises:
+        MissingExtraError: Meta-World is not installed.
+    """
+    return _family("metaworld-mt10", "MT10")
+
+
+def metaworld_mt50() -> TaskFamily:
+    """``metaworld-mt50``: the 50 environments of Meta-World's MT50 (see :func:`metaworld_mt10`)."""
+    return _family("metaworld-mt50", "MT50")
