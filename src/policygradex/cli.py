@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import tyro
 
 from policygradex.errors import ConfigError, PolicyGradExError
+from policygradex.pipeline import RunConfig
 
 Preset = Literal["default", "smoke"]
 
@@ -77,9 +78,6 @@ class EvaluateCmd:
     """Also write the results as JSON here."""
     threads: int = 1
     """Torch CPU threads."""
-
-
-from policygradex.pipeline import RunConfig  # noqa: E402  (light: imports no torch model code at module level)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ import torch
 
 from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind, make_executor
-from policygradex.io import read_json, write_json, write_npy, write_text
+from policygradex.io import atomic_path, read_json, write_json, write_npy, write_text
 from policygradex.rl.checkpoint import load_checkpoint
 from policygradex.rl.policy import PolicyConfig
 from policygradex.rl.ppo import PPOConfig, ppo_config_for
@@ -279,8 +279,6 @@ class Run:
             ckpt.policy, self.family, proj, fc["samples_per_task"], self._seed("features") + 1,
             envs_per_task=fc["envs_per_task"], gamma=ppo.gamma, lam=ppo.gae_lambda,
         )
-        from policygradex.io import atomic_path
-
         for i, f in feats.items():
             with atomic_path(out / f"task_{i}.pt") as tmp:
                 torch.save(f.to_dict(), tmp)
@@ -338,8 +336,6 @@ class Run:
             weights = fit_subsets(
                 [feats[i]["grads"] for i in range(n)], [feats[i]["advantages"] for i in range(n)], subsets, e["l2"]
             )
-            from policygradex.io import atomic_path
-
             with atomic_path(wpath) as tmp:
                 torch.save(weights, tmp)
             write_json(self.dir / "estimate" / "fit.json", {"seconds": time.perf_counter() - t, "subsets": len(subsets)})
@@ -385,10 +381,9 @@ class Run:
         subset is scored once. Finished chunks are kept, so a killed stage resumes where it stopped.
         """
         from policygradex.gradex.scores import ScoreJob, score_rollouts
+        from policygradex.gradex.subsets import first_occurrences
 
-        first: dict[tuple[int, ...], int] = {}
-        for l, s in enumerate(subsets):
-            first.setdefault(s, l)
+        first = first_occurrences(subsets)
         distinct = sorted(first.values())
         chunk_dir = self.dir / "estimate" / "chunks"
         size = int(e["chunk"])
@@ -479,11 +474,17 @@ class Run:
 
     def stage_groups(self) -> None:
         """Train one policy per group (``groups/<g>/policy.pt`` and ``eval.json``)."""
-        groups = self.load_groups()
+        self.train_groups(self.load_groups(), self.dir / "groups", "groups")
+
+    def train_groups(self, groups: list[list[int]], directory: Path, stage: str) -> dict[int, float]:
+        """Train one policy per group into ``directory/<g>`` (resuming finished ones) and return every
+        task's score under its group's policy. Used for the estimated grouping and for the baselines."""
         gc = self.config["groups"]
+        if gc["init"] == "meta":
+            self._require(self.meta_checkpoint, "meta")
         jobs = [
             GroupJob(
-                directory=str(self.dir / "groups" / str(g)), family=self.family.name, tasks=tuple(members),
+                directory=str(directory / str(g)), family=self.family.name, tasks=tuple(members),
                 ppo=asdict(self._group_ppo(len(members))), policy=self.config["meta"]["policy"],
                 seed=int(np.random.SeedSequence([self.seed, 99, g]).generate_state(1)[0] % (2**31)),
                 eval_episodes=int(gc["eval_episodes"]),
@@ -491,12 +492,15 @@ class Run:
             )
             for g, members in enumerate(groups)
         ]
-        if gc["init"] == "meta":
-            self._require(self.meta_checkpoint, "meta")
         executor = make_executor(self.config["executor"], self.config["workers"])
-        self.progress("groups", 0, len(jobs))
+        self.progress(stage, 0, len(jobs))
         for j, _ in enumerate(executor.map(train_group, jobs)):
-            self.progress("groups", j + 1, len(jobs))
+            self.progress(stage, j + 1, len(jobs))
+        scores: dict[int, float] = {}
+        for g, members in enumerate(groups):
+            ev = self._metric_of(read_json(directory / str(g) / "eval.json"))
+            scores.update({i: ev[i] for i in members})
+        return scores
 
     def _group_ppo(self, size: int) -> PPOConfig:
         steps = self.config["groups"]["total_steps"]
@@ -631,7 +635,3 @@ def run(
         {t["index"]: t["group_policy"] for t in res["tasks"]},
     )
 
-
-def stages() -> Sequence[str]:
-    """Stage names in order."""
-    return STAGES

@@ -25,6 +25,7 @@ import torch
 from policygradex.analysis.approx import DEFAULT_DISTANCES, approximation_errors
 from policygradex.errors import ConfigError
 from policygradex.execute import make_executor
+from policygradex.gradex.subsets import first_occurrences
 from policygradex.io import atomic_path, read_json, write_json, write_npy, write_text
 from policygradex.pipeline import Run
 from policygradex.rl.checkpoint import load_checkpoint
@@ -49,8 +50,7 @@ def approx_error(run: Run, directions: int = 20, distances: Sequence[float] = DE
     pj = read_json(run._require(run.dir / "features" / "projection.json", "features"))
     proj = GaussianProjection(p=pj["p"], d=pj["d"], seed=pj["seed"])
     weights = torch.load(run._require(run.dir / "estimate" / "weights.pt", "estimate"), weights_only=True).float()
-    subsets = run.load_subsets()
-    first = sorted({s: l for l, s in reversed(list(enumerate(subsets)))}.values())[:directions]
+    first = sorted(first_occurrences(run.load_subsets()).values())[:directions]
     W = weights[first]  # [K, d]
     lifted = proj.lift(W)  # [K, p]
     lnorm = lifted.norm(dim=1).clamp_min(1e-12)
@@ -169,9 +169,7 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
     from policygradex.gradex.affinity import affinity
 
     subsets = run.load_subsets()
-    first: dict[tuple[int, ...], int] = {}
-    for l, s in enumerate(subsets):
-        first.setdefault(s, l)
+    first = first_occurrences(subsets)
     gc = run.config["groups"]
     cfg = {
         "command": "ground-truth",
@@ -329,7 +327,6 @@ def compare_groupings(run: Run, seeds: int = 1, progress: Any = None) -> dict[st
     grouping; writes ``groupings.json`` with the mean score of each over all tasks."""
     from policygradex.grouping.baselines import gradient_similarity, random_partition, task_mean_gradients
     from policygradex.grouping.cluster import sdp_cluster
-    from policygradex.pipeline import GroupJob, train_group
 
     k, n = int(run.config["k"]), run.family.n
     feats = run.load_features()
@@ -337,26 +334,10 @@ def compare_groupings(run: Run, seeds: int = 1, progress: Any = None) -> dict[st
     partitions = {"estimated": run.load_groups(), "gradient-similarity": sdp_cluster(sim, k=k).groups}
     for s in range(seeds):
         partitions[f"random-{s}"] = random_partition(n, k, seed=int(run.seed) * 1000 + s)
-    gc = run.config["groups"]
     results: dict[str, Any] = {}
     for name, groups in partitions.items():
         base = run.dir / "groups" if name == "estimated" else run.dir / "baselines" / name
-        jobs = [
-            GroupJob(
-                directory=str(base / str(g)), family=run.family.name, tasks=tuple(members),
-                ppo=asdict(run._group_ppo(len(members))), policy=run.config["meta"]["policy"],
-                seed=int(np.random.SeedSequence([run.seed, 99, g]).generate_state(1)[0] % (2**31)),
-                eval_episodes=int(gc["eval_episodes"]),
-                init=str(run.meta_checkpoint) if gc["init"] == "meta" else None,
-            )
-            for g, members in enumerate(groups)
-        ]
-        for _ in make_executor(run.config["executor"], run.config["workers"]).map(train_group, jobs):
-            pass
-        per_task: dict[int, float] = {}
-        for g, members in enumerate(groups):
-            ev = run._metric_of(read_json(base / str(g) / "eval.json"))
-            per_task.update({i: ev[i] for i in members})
+        per_task = run.train_groups(groups, base, "groupings")
         results[name] = {"groups": groups, "mean": float(np.mean(list(per_task.values()))),
                          "per_task": {str(i): per_task[i] for i in sorted(per_task)}}
         if progress:

@@ -8,6 +8,7 @@ g̃_t = Pᵀ g_t. Samples are processed in chunks, so the full [N, p] gradient m
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -152,8 +153,6 @@ def _bounds(family: TaskFamily) -> tuple[np.ndarray, np.ndarray] | None:
 
 def perturbed_policy(policy: ActorCritic, delta: Tensor) -> ActorCritic:
     """A copy of ``policy`` with actor parameters θ* + Δθ. delta: [p] in :func:`flatten` order."""
-    import copy
-
     params = policy.actor_params()
     new = unflatten(flatten(params) + delta.to(torch.float32), params)
     out = copy.deepcopy(policy)

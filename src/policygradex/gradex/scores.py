@@ -70,8 +70,16 @@ class ScoreJob:
     deterministic: bool = False
 
 
-@functools.lru_cache(maxsize=4)
 def _load(checkpoint: str, family_name: str) -> tuple[Checkpoint, object]:
+    """θ* and its family, loaded once per process per checkpoint *version* (path, size, mtime)."""
+    import os
+
+    st = os.stat(checkpoint)
+    return _load_cached(checkpoint, st.st_size, st.st_mtime_ns, family_name)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(checkpoint: str, size: int, mtime_ns: int, family_name: str) -> tuple[Checkpoint, object]:
     from policygradex import tasks
 
     family = tasks.make(family_name)

@@ -212,3 +212,15 @@ def expected_pair_coverage(n: int, m: int, size: int) -> float:
     if n < 2:
         raise ConfigError(f"n={n} tasks cannot be grouped; a task family needs at least 2 tasks.")
     return m * size * (size - 1) / (n * (n - 1))
+
+
+def first_occurrences(subsets: Sequence[Sequence[int]]) -> dict[tuple[int, ...], int]:
+    """Each distinct subset (as a tuple) → the index of its first occurrence, in order of appearance.
+
+    Equal subsets have equal fits and, with common random numbers, equal scores: callers score each
+    distinct subset once.
+    """
+    first: dict[tuple[int, ...], int] = {}
+    for index, s in enumerate(subsets):
+        first.setdefault(tuple(s), index)
+    return first
