@@ -421,18 +421,17 @@ class Run:
         out["total"] = out["features"] + out["fits"] + out["scoring"]
         return out
 
-    def load_scores(self) -> tuple[np.ndarray, np.ndarray]:
-        """scores [m, n] (NaN outside the subset) and membership [m, n]."""
+    def load_scores(self, path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """scores [m, n] (NaN outside the subset) and membership [m, n], from ``scores.jsonl`` (or ``path``)."""
+        from policygradex.gradex.subsets import membership
+
         subsets = self.load_subsets()
         n = self.family.n
-        membership = np.zeros((len(subsets), n), dtype=bool)
-        for l, s in enumerate(subsets):
-            membership[l, list(s)] = True
         scores = np.full((len(subsets), n), np.nan)
-        for line in self._require(self.dir / "scores.jsonl", "estimate").read_text().splitlines():
+        for line in self._require(path or self.dir / "scores.jsonl", "estimate").read_text().splitlines():
             r = json.loads(line)
             scores[r["subset"], r["task"]] = r["score"]
-        return scores, membership
+        return scores, membership(subsets, n)
 
     def stage_affinity(self) -> None:
         """Build U from the scores in both modes (``affinity.npy`` = configured mode, ``coverage.npy``)."""

@@ -210,12 +210,7 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
             scored[(int(a), int(b))] = float(v)
     rows = [(l, i, scored[(first[s], i)]) for l, s in enumerate(subsets) for i in s]
     write_text(gt / "scores.jsonl", "".join(json.dumps({"subset": l, "task": i, "score": v, "mode": "fine-tuned"}) + "\n" for l, i, v in rows))
-    n = run.family.n
-    scores = np.full((len(subsets), n), np.nan)
-    membership = np.zeros((len(subsets), n), dtype=bool)
-    for l, i, v in rows:
-        scores[l, i] = v
-        membership[l, i] = True
+    scores, membership = run.load_scores(gt / "scores.jsonl")
     U, cov = affinity(scores, membership, run.config["estimate"]["affinity"])
     write_npy(gt / "affinity.npy", U)
     write_npy(gt / "coverage.npy", cov)
@@ -266,12 +261,9 @@ def agreement(run: Run) -> dict[str, Any]:
     """Compare the estimate with the ground truth; writes ``agreement.json``."""
     from scipy.stats import pearsonr, spearmanr
 
-    est_scores, membership = run.load_scores()
+    est_scores, _ = run.load_scores()
     gt_dir = run._require(run.dir / "ground_truth" / "groups.json", "ground-truth").parent
-    true_scores = np.full_like(est_scores, np.nan)
-    for line in (gt_dir / "scores.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        true_scores[r["subset"], r["task"]] = r["score"]
+    true_scores, _ = run.load_scores(gt_dir / "scores.jsonl")
     # distinct (subset, task) pairs only: repeated subsets would count the same pair twice
     seen: set[tuple[tuple[int, ...], int]] = set()
     est, tru, task = [], [], []
