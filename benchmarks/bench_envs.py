@@ -3,8 +3,9 @@
 For each family two numbers: its single Gymnasium environment stepped alone (``family.make_env(i)``,
 every task in turn, resetting where an episode ends), and the family's batched form
 (``family.make_vec(range(n), 4)``: 4 environments per task, same-step autoreset, one-hot ids).
-Construction (for Meta-World: the benchmark object with its goals) is timed apart. Writes
-``benchmarks/results/envs.md``.
+Construction (for Meta-World: the benchmark object with its goals) is timed apart. For highway-10 the
+single environments are also timed with highway-env's own pandas-based observation, against the
+NumPy one the family uses. Writes ``benchmarks/results/envs.md``.
 
     .venv/bin/python benchmarks/bench_envs.py [--seconds 10] [--seed 0] [--families lunarlander-10 ...]
     .venv/bin/python benchmarks/bench_envs.py --steps 5 --out /tmp/envs.md   # quick check that it runs
@@ -20,6 +21,7 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +63,17 @@ def _run(step: Any, steps: int | None, seconds: float) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def single_throughput(family: TaskFamily, steps: int | None, seconds: float, seed: int) -> dict[str, float]:
-    """Each task's single environment in turn, ``steps`` steps (or ``seconds / n``) each."""
+def single_throughput(
+    family: TaskFamily, steps: int | None, seconds: float, seed: int, make: Callable[[int], gym.Env[Any, Any]] | None = None
+) -> dict[str, float]:
+    """Each task's single environment (``make(i)``, default ``family.make_env``) in turn, ``steps`` steps
+    (or ``seconds / n``) each."""
     rng = np.random.default_rng(seed)
+    make = make or family.make_env
     total_steps, total_wall, build = 0, 0.0, 0.0
     for i in range(family.n):
         t0 = time.perf_counter()
-        env = family.make_env(i)
+        env = make(i)
         env.reset(seed=seed + i)
         build += time.perf_counter() - t0
 
@@ -95,6 +101,31 @@ def batched_throughput(family: TaskFamily, steps: int | None, seconds: float, se
     return {"steps": n * venv.num_envs, "vector_steps": n, "wall": wall, "build": build, "sps": n * venv.num_envs / wall}
 
 
+def highway_observation_comparison(
+    family: TaskFamily, ours: dict[str, float], steps: int | None, seconds: float, seed: int
+) -> list[str]:
+    """highway-10's single environments with highway-env's own (pandas) ``Kinematics`` observation,
+    against ours (same values, tested equal): the Markdown lines of the comparison."""
+    from policygradex.tasks.highway import ENV_ID, env_config
+
+    def make_reference(i: int) -> gym.Env[Any, Any]:
+        env = gym.make(ENV_ID, config=env_config(family.tasks[i].params))
+        return gym.wrappers.FlattenObservation(env)
+
+    ref = single_throughput(family, steps, seconds, seed, make=make_reference)
+    print(f"highway-10 with highway-env's observation: {ref['sps']:,.0f} env-steps/s", flush=True)
+    return [
+        "",
+        "highway-10's single environments, same tasks, seeds and actions, in this run:",
+        "",
+        "| observation | env-steps/s | steps | wall (s) |",
+        "|---|---:|---:|---:|",
+        f"| highway-env's `KinematicObservation` (`gym.make({ENV_ID!r})`, pandas) | {ref['sps']:,.1f} | {ref['steps']:,} | {ref['wall']:.1f} |",
+        f"| ours (`family.make_env`, NumPy, values tested equal) | {ours['sps']:,.1f} | {ours['steps']:,} | {ours['wall']:.1f} |",
+        f"| ratio | {ours['sps'] / ref['sps']:.2f}× | | |",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES))
@@ -105,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    rows, notes = [], []
+    rows, notes, extra = [], [], []
     for name in args.families:
         try:
             family = tasks.make(name)
@@ -118,6 +149,8 @@ def main() -> None:
         single = single_throughput(family, args.steps, args.seconds, args.seed)
         rows.append((family, single, batched))
         print(f"{name}: single {single['sps']:,.0f} env-steps/s, batched {batched['sps']:,.0f} env-steps/s", flush=True)
+        if name == "highway-10":
+            extra = highway_observation_comparison(family, single, args.steps, args.seconds, args.seed)
 
     budget = f"{args.steps} steps per task (single) / {args.steps} vector steps (batched)" if args.steps else (
         f"{args.seconds:g} s of stepping per measurement"
@@ -148,6 +181,7 @@ def main() -> None:
         )
     if notes:
         lines += ["", *notes]
+    lines += extra
     lines.append("")
     write_text(args.out, "\n".join(lines))
     print("\n".join(lines))

@@ -196,6 +196,28 @@ def test_highway_episodes_last_at_most_20_decisions():
     assert steps <= 20 and (terminated or steps == 20)
 
 
+def test_highway_fast_observation_equals_highway_envs_own():
+    """The pandas-free Kinematics observation gives highway-env's values, rewards and ends, step by step."""
+    from policygradex.tasks.highway import env_config
+
+    family = tasks.make("highway-10")
+    for i in (0, 2, 4, 7):  # 3 and 4 lanes, dense and light traffic
+        ours = family.make_env(i)
+        ref = gym.wrappers.FlattenObservation(gym.make("highway-fast-v0", config=env_config(family.tasks[i].params)))
+        o1, _ = ours.reset(seed=i)
+        o2, _ = ref.reset(seed=i)
+        np.testing.assert_array_equal(o1, o2)
+        rng = np.random.default_rng(i)
+        for t in range(40):
+            a = int(rng.integers(5))
+            s1, s2 = ours.step(a), ref.step(a)
+            np.testing.assert_array_equal(s1[0], s2[0])
+            assert s1[1:4] == s2[1:4]
+            if s1[2] or s1[3]:
+                np.testing.assert_array_equal(ours.reset(seed=100 + t)[0], ref.reset(seed=100 + t)[0])
+        assert np.abs(o1).max() <= 1.0
+
+
 def test_halfcheetah_reward_is_distance_to_target_speed():
     family = tasks.make("halfcheetah-vel-10")
     assert [t.params["target_velocity"] for t in family.tasks] == [-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]

@@ -295,3 +295,34 @@ def seeded_param_draws(
     return [
         {k: float(round(rng.uniform(*ranges[k]), 4)) for k in keys} for _ in range(count)
     ]
+
+
+def meta_split(
+    build: Callable[..., TaskFamily], name: str, distribution: str, params: Sequence[dict[str, float]],
+    held_out: bool, train_size: int = 10,
+) -> TaskFamily:
+    """One side of a meta-RL split (paper §3: 10 training tasks, 50 held-out test tasks).
+
+    Args:
+        build: the family module's constructor, ``build(name, tasks, description, **kwargs)``.
+        name: the training family's name (e.g. ``"highway-meta-10"``); the held-out family is
+            ``name + "-test"``.
+        distribution: what the tasks are drawn from, for the description (e.g. ``"highway"``).
+        params: the tasks' parameters (usually from :func:`seeded_param_draws`).
+        held_out: build the held-out family: its task id has the training family's size
+            (``train_size``) and no hot entry, as the tasks are unseen.
+        train_size: the number of training tasks.
+    """
+    prefix = "test" if held_out else "train"
+    tasks = tuple(Task(i, f"{prefix}-{i}", dict(p)) for i, p in enumerate(params))
+    if held_out:
+        return build(
+            f"{name}-test", tasks,
+            f"meta-RL split: {len(tasks)} held-out test tasks for {name} (all-zero task id).",
+            onehot_size=train_size, onehot_index=tuple([-1] * len(tasks)),
+        )
+    return build(
+        name, tasks,
+        f"meta-RL split: {len(tasks)} training tasks drawn from the {distribution} parameter distribution "
+        f"(held-out tasks: {name}-test).",
+    )

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
-from policygradex.tasks.base import StepResult, Task, TaskFamily, seeded_param_draws, with_task_id
+from policygradex.tasks.base import StepResult, Task, TaskFamily, meta_split, seeded_param_draws, with_task_id
 
 PARAM_NAMES = ("length", "masspole", "gravity", "force_mag")
 MAX_EPISODE_STEPS = 500
@@ -160,29 +160,16 @@ def _meta_params(count: int, seed: int) -> list[dict[str, float]]:
     return out
 
 
+def _split_family(name: str, tasks: tuple[Task, ...], description: str, **kwargs: Any) -> TaskFamily:
+    return _family(name, "v1", tasks, description, **kwargs)
+
+
 def cartpole_meta_train() -> TaskFamily:
     """``cartpole-meta-10``: 10 training tasks drawn from ``META_RANGES`` with ``META_TRAIN_SEED``."""
-    tasks = tuple(Task(i, f"train-{i}", p) for i, p in enumerate(_meta_params(10, META_TRAIN_SEED)))
-    return _family(
-        "cartpole-meta-10",
-        "v1",
-        tasks,
-        "meta-RL split: 10 training tasks drawn from the CartPole parameter distribution "
-        "(held-out tasks: cartpole-meta-10-test).",
-    )
+    return meta_split(_split_family, "cartpole-meta-10", "CartPole", _meta_params(10, META_TRAIN_SEED), held_out=False)
 
 
 def cartpole_meta_test() -> TaskFamily:
-    """``cartpole-meta-10-test``: 50 held-out tasks from the same distribution, seed ``META_TEST_SEED``.
-
-    Their task id has the size of the training family (10) and no hot entry: they are unseen tasks.
-    """
-    tasks = tuple(Task(i, f"test-{i}", p) for i, p in enumerate(_meta_params(50, META_TEST_SEED)))
-    return _family(
-        "cartpole-meta-10-test",
-        "v1",
-        tasks,
-        "meta-RL split: 50 held-out test tasks for cartpole-meta-10 (all-zero task id).",
-        onehot_size=10,
-        onehot_index=tuple([-1] * 50),
-    )
+    """``cartpole-meta-10-test``: 50 held-out tasks from the same distribution, seed ``META_TEST_SEED``
+    (all-zero task id of size 10: they are unseen tasks)."""
+    return meta_split(_split_family, "cartpole-meta-10", "CartPole", _meta_params(50, META_TEST_SEED), held_out=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from policygradex.tasks.base import GymnasiumTaskVecEnv, Task, TaskFamily, seeded_param_draws
+from policygradex.tasks.base import GymnasiumTaskVecEnv, Task, TaskFamily, meta_split, seeded_param_draws
 from policygradex.tasks.extras import dist_version, import_extra
 
 ENV_ID = "LunarLander-v3"
@@ -108,30 +108,16 @@ def lunarlander_10() -> TaskFamily:
     )
 
 
-def _meta_tasks(count: int, seed: int, prefix: str) -> tuple[Task, ...]:
-    draws = seeded_param_draws(META_RANGES, count, seed)
-    return tuple(Task(i, f"{prefix}-{i}", {k: d[k] for k in PARAM_NAMES}) for i, d in enumerate(draws))
+def _meta_params(count: int, seed: int) -> list[dict[str, float]]:
+    return [{k: d[k] for k in PARAM_NAMES} for d in seeded_param_draws(META_RANGES, count, seed)]
 
 
 def lunarlander_meta_train() -> TaskFamily:
     """``lunarlander-meta-10``: 10 training tasks drawn from ``META_RANGES`` with ``META_TRAIN_SEED``."""
-    return _family(
-        "lunarlander-meta-10",
-        _meta_tasks(10, META_TRAIN_SEED, "train"),
-        "meta-RL split: 10 training tasks drawn from the LunarLander parameter distribution "
-        "(held-out tasks: lunarlander-meta-10-test).",
-    )
+    return meta_split(_family, "lunarlander-meta-10", "LunarLander", _meta_params(10, META_TRAIN_SEED), held_out=False)
 
 
 def lunarlander_meta_test() -> TaskFamily:
-    """``lunarlander-meta-10-test``: 50 held-out tasks from the same distribution, seed ``META_TEST_SEED``.
-
-    Their task id has the size of the training family (10) and no hot entry: they are unseen tasks.
-    """
-    return _family(
-        "lunarlander-meta-10-test",
-        _meta_tasks(50, META_TEST_SEED, "test"),
-        "meta-RL split: 50 held-out test tasks for lunarlander-meta-10 (all-zero task id).",
-        onehot_size=10,
-        onehot_index=tuple([-1] * 50),
-    )
+    """``lunarlander-meta-10-test``: 50 held-out tasks from the same distribution, seed ``META_TEST_SEED``
+    (all-zero task id of size 10: they are unseen tasks)."""
+    return meta_split(_family, "lunarlander-meta-10", "LunarLander", _meta_params(50, META_TEST_SEED), held_out=True)
