@@ -89,3 +89,35 @@ def test_ground_truth_resumes_without_redoing_finished_subsets(tmp_path):
     # another ground-truth budget in the same run directory is refused
     with pytest.raises(Exception, match="holds another run"):
         studies.ground_truth(run, total_steps=2048)
+
+
+@pytest.mark.slow
+def test_compare_groupings_trains_every_baseline_with_the_same_budget(tmp_path):
+    family = tasks.make("planted-toy")
+    d = tmp_path / "run"
+    pipeline.run(family, pipeline.RunConfig(preset="smoke", seed=0), d)
+    run = pipeline.reopen(d)
+    estimated_policy = d / "groups" / "0" / "policy.pt"
+    stamp = estimated_policy.stat().st_mtime_ns
+    cg = studies.compare_groupings(run, seeds=1)
+    parts = cg["partitions"]
+    assert set(parts) == {"estimated", "gradient-similarity", "one-group", "random-0"}
+    assert parts["one-group"]["groups"] == [list(range(family.n))]
+    assert len(parts["random-0"]["groups"]) == 3
+    for name, r in parts.items():
+        assert sorted(i for g in r["groups"] for i in g) == list(range(family.n)), name
+        assert sorted(int(i) for i in r["per_task"]) == list(range(family.n)), name
+        assert r["mean"] == pytest.approx(np.mean(list(r["per_task"].values())))
+    # the estimated grouping's policies are those of the run (reused, not retrained)
+    assert estimated_policy.stat().st_mtime_ns == stamp
+    res = json.loads((d / "results.json").read_text())
+    assert parts["estimated"]["mean"] == pytest.approx(res["mean_group_policy"])
+    # every grouping costs the same env steps in all (the meta budget, split by group size)
+    def trained_steps(base, groups):
+        return sum(json.loads((base / str(g) / "metrics.jsonl").read_text().splitlines()[-1])["step"] for g in range(len(groups)))
+
+    budget = trained_steps(d / "groups", parts["estimated"]["groups"])
+    assert abs(budget - run.meta_ppo.total_steps) < run.meta_ppo.batch_size(1)
+    for name in ("gradient-similarity", "one-group", "random-0"):
+        assert trained_steps(d / "baselines" / name, parts[name]["groups"]) == budget, name
+    assert json.loads((d / "groupings.json").read_text())["partitions"].keys() == parts.keys()

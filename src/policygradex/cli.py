@@ -162,8 +162,8 @@ class AgreementCmd(StageCmd):
 
 @dataclass(frozen=True)
 class CompareGroupingsCmd(StageCmd):
-    """Train group policies for random and gradient-similarity groupings as for the estimated one, and
-    compare the mean score over all tasks (groupings.json)."""
+    """Train group policies for random and gradient-similarity groupings, and one policy for all tasks
+    with the same budget, as for the estimated grouping; compare the mean score over all tasks (groupings.json)."""
 
     random_seeds: int = 2
     """Random groupings to average."""

@@ -315,15 +315,21 @@ def _safe(fn: Any, a: np.ndarray, b: np.ndarray) -> float | None:
 
 # ---- grouping baselines ------------------------------------------------------------------------------
 def compare_groupings(run: Run, seeds: int = 1, progress: Any = None) -> dict[str, Any]:
-    """Train group policies for random and gradient-similarity groupings exactly as for the estimated
-    grouping; writes ``groupings.json`` with the mean score of each over all tasks."""
+    """Train group policies for random and gradient-similarity groupings, and one policy for all tasks
+    (k = 1), exactly as for the estimated grouping; writes ``groupings.json`` with the mean score of
+    each over all tasks."""
     from policygradex.grouping.baselines import gradient_similarity, random_partition, task_mean_gradients
     from policygradex.grouping.cluster import sdp_cluster
 
     k, n = int(run.config["k"]), run.family.n
     feats = run.load_features()
     sim = gradient_similarity(task_mean_gradients([feats[i]["grads"] for i in range(n)], [feats[i]["advantages"] for i in range(n)]))
-    partitions = {"estimated": run.load_groups(), "gradient-similarity": sdp_cluster(sim, k=k).groups}
+    partitions = {
+        "estimated": run.load_groups(),
+        "gradient-similarity": sdp_cluster(sim, k=k).groups,
+        # k = 1 with the same total budget: separates the gain of grouping from that of more training.
+        "one-group": [list(range(n))],
+    }
     for s in range(seeds):
         partitions[f"random-{s}"] = random_partition(n, k, seed=int(run.seed) * 1000 + s)
     results: dict[str, Any] = {}
