@@ -115,6 +115,8 @@ def main() -> None:
         flags.append(f"--eval-episodes {args.eval_episodes}")
     if args.compare:
         flags.append(f"--compare --random-seeds {args.random_seeds}")
+    if args.out is not None:
+        flags.append(f"--out {args.out}")
     scoring = f"rollout ({e['episodes']} episodes per task)" if e["score"] == "rollout" else "the rollout-free first-order surrogate"
     lines = [
         f"# `policygradex run --family {args.family}` end to end",
