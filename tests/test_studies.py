@@ -6,6 +6,7 @@ import torch
 
 from policygradex import pipeline, studies, tasks
 from policygradex.analysis.approx import approximation_errors, relative_error
+from policygradex.errors import ConfigError
 from policygradex.gradex.features import flatten, per_sample_grads, unflatten
 from policygradex.grouping.baselines import gradient_similarity, random_partition
 from policygradex.rl.policy import PolicyConfig, build_policy, log_prob
@@ -121,3 +122,11 @@ def test_compare_groupings_trains_every_baseline_with_the_same_budget(tmp_path):
     for name in ("gradient-similarity", "one-group", "random-0"):
         assert trained_steps(d / "baselines" / name, parts[name]["groups"]) == budget, name
     assert json.loads((d / "groupings.json").read_text())["partitions"].keys() == parts.keys()
+
+
+def test_compare_groupings_needs_a_random_seed(tmp_path):
+    family = tasks.make("planted-toy")
+    d = tmp_path / "run"
+    pipeline.run(family, pipeline.RunConfig(preset="smoke", seed=0), d, stop_after="subsets")
+    with pytest.raises(ConfigError, match="random_seeds=0"):
+        studies.compare_groupings(pipeline.reopen(d), seeds=0)

@@ -321,6 +321,8 @@ def compare_groupings(run: Run, seeds: int = 1, progress: Any = None) -> dict[st
     from policygradex.grouping.baselines import gradient_similarity, random_partition, task_mean_gradients
     from policygradex.grouping.cluster import sdp_cluster
 
+    if seeds < 1:
+        raise ConfigError(f"random_seeds={seeds} must be at least 1 (the random grouping is the baseline to beat)")
     k, n = int(run.config["k"]), run.family.n
     feats = run.load_features()
     sim = gradient_similarity(task_mean_gradients([feats[i]["grads"] for i in range(n)], [feats[i]["advantages"] for i in range(n)]))
