@@ -121,23 +121,26 @@ def _env_class() -> type:
     from highway_env.envs.highway_env import HighwayEnvFast
 
     class FastKinematicObservation(KinematicObservation):  # type: ignore[misc]
-        def observe(self) -> np.ndarray:
+        def __init__(self, env: Any, **config: Any) -> None:
+            super().__init__(env, **config)
             if list(self.features) != list(FEATURES) or self.absolute or not (self.normalize and self.clip):
                 raise NotImplementedError("this observation implements env_config's Kinematics settings only")
+
+        def observe(self) -> np.ndarray:
             if not self.env.road:
                 return np.zeros(self.space().shape, dtype=np.float32)
             ego = self.observer_vehicle
-            close = self.env.road.close_objects_to(
+            others = self.env.road.close_objects_to(
                 ego, self.env.PERCEPTION_DISTANCE, count=self.vehicles_count - 1, see_behind=self.see_behind,
                 sort=self.order == "sorted", vehicles_only=not self.include_obstacles,
-            )
+            )[-self.vehicles_count + 1:]
             out = np.zeros((self.vehicles_count, len(FEATURES)))
             out[0] = (1.0, *ego.position, *ego.velocity)
             origin = np.concatenate([ego.position, ego.velocity])
-            for row, v in enumerate(close[-self.vehicles_count + 1:] if close else [], start=1):
+            for row, v in enumerate(others, start=1):
                 out[row, 0] = 1.0
                 out[row, 1:] = np.concatenate([v.position, v.velocity]) - origin
-            filled = 1 + (len(close[-self.vehicles_count + 1:]) if close else 0)
+            filled = 1 + len(others)
             for col, name in enumerate(FEATURES):  # env_config's features, in this order
                 if name in self.features_range:
                     lo, hi = self.features_range[name]
