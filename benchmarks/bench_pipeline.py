@@ -24,6 +24,7 @@ import torch
 
 from policygradex import pipeline, studies, tasks
 from policygradex.io import read_json, write_json, write_text
+from policygradex.rundir import RunStore
 
 # The paper's main table (../shared/paper.md §4): mean return on 50 unseen test tasks after MAML adaptation.
 PAPER: dict[str, dict[str, float]] = {
@@ -40,15 +41,17 @@ def paper_column(family: str) -> dict[str, float]:
     return {}
 
 
-def mean_standard_error(base: Path, num_groups: int, n: int, metric: str) -> float:
+def mean_standard_error(store: RunStore, grouping: str | None, num_groups: int, n: int, metric: str) -> float:
     """Standard error of the mean score over all n tasks, from the evaluation episodes' spread
     (returns: their standard deviation; success rates: the Bernoulli one).
 
-    ``base/<g>/eval.json`` for ``g < num_groups`` (``num_groups = 0``: ``base/meta/eval.json``, θ*)."""
+    ``grouping``: None for the estimated groups, a baseline's name, or ``"meta"`` for θ* alone."""
     var = 0.0
-    paths = [base / str(g) / "eval.json" for g in range(num_groups)] if num_groups else [base / "meta" / "eval.json"]
-    for path in paths:
-        ev = read_json(path)
+    evals = (
+        [store.load_meta_eval()] if grouping == "meta"
+        else [store.load_eval(store.group_dir(g, grouping)) for g in range(num_groups)]
+    )
+    for ev in evals:
         if metric == "success":
             variances = [float(q) * (1 - float(q)) for q in ev["success_rate"].values()]
         else:
@@ -88,10 +91,10 @@ def main() -> None:
         groups=pipeline.GroupConfig(eval_episodes=args.eval_episodes),
     )
     run = pipeline.open_run(family, cfg, work)
-    timings_path = run.dir / "bench_timings.json"
+    timings_path = run.dir / "bench_timings.json"  # the benchmark's own file beside the run's artifacts
     timings: dict[str, float] = read_json(timings_path) if timings_path.exists() else {}
     for stage in pipeline.STAGES:
-        run.run_stage(stage)
+        pipeline.run_stage(run, stage)
         # A stage resumed in a later process adds its time to that of the killed one.
         timings[stage] = timings.get(stage, 0.0) + run.timings[stage]
         write_json(timings_path, timings)
@@ -102,9 +105,9 @@ def main() -> None:
         timings["compare"] = timings.get("compare", 0.0) + time.perf_counter() - t
         write_json(timings_path, timings)
     total = sum(v for k, v in timings.items() if k != "compare")
-    res = read_json(run.dir / "results.json")
+    res = run.store.load_results()
     c = run.config
-    e = c["estimate"]
+    e = c.estimate
     flags = [f"--family {args.family}", f"--seed {args.seed}", f"--k {args.k}", f"--preset {args.preset}",
              f"--executor {args.executor}"]
     flags += [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
@@ -117,7 +120,7 @@ def main() -> None:
         flags.append(f"--compare --random-seeds {args.random_seeds}")
     if args.out is not None:
         flags.append(f"--out {args.out}")
-    scoring = f"rollout ({e['episodes']} episodes per task)" if e["score"] == "rollout" else "the rollout-free first-order surrogate"
+    scoring = f"rollout ({e.episodes} episodes per task)" if e.score == "rollout" else "the rollout-free first-order surrogate"
     lines = [
         f"# `policygradex run --family {args.family}` end to end",
         "",
@@ -125,12 +128,12 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, 2 cores, 1 torch thread, Python {platform.python_version()}, "
         f"torch {torch.__version__}, gymnasium {gym.__version__}; family source: {family.source}.",
         "",
-        f"Settings: meta-training {c['meta']['ppo']['total_steps']:,} env steps; "
-        f"{c['features']['samples_per_task']} samples per task, d = {c['features']['d']}; m = {e['num_subsets']} subsets "
-        f"of {e['subset_size']} tasks (≥ {e['min_coverage']} per pair); λ = {e['l2']}; ‖Δθ‖ = {e['relative_norm']}·‖θ*‖; "
-        f"scores by {scoring}; `{e['affinity']}` affinity; {c['method']} clustering, k = {c['k']}; "
-        f"group policies fine-tuned from θ* (meta budget × group size / n each, {c['meta']['ppo']['total_steps']:,} "
-        f"steps over all groups); {c['groups']['eval_episodes']} evaluation episodes per task ({family.metric}).",
+        f"Settings: meta-training {c.meta.ppo.total_steps:,} env steps; "
+        f"{c.features.samples_per_task} samples per task, d = {c.features.d}; m = {e.num_subsets} subsets "
+        f"of {e.subset_size} tasks (≥ {e.min_coverage} per pair); λ = {e.l2}; ‖Δθ‖ = {e.relative_norm}·‖θ*‖; "
+        f"scores by {scoring}; `{e.affinity}` affinity; {c.method} clustering, k = {c.k}; "
+        f"group policies fine-tuned from θ* (meta budget × group size / n each, {c.meta.ppo.total_steps:,} "
+        f"steps over all groups); {c.groups.eval_episodes} evaluation episodes per task ({family.metric}).",
         *(["", f"Conditions: {args.note}"] if args.note else []),
         "",
         "| stage | wall-clock (s) |",
@@ -157,12 +160,12 @@ def main() -> None:
         randoms = [kk for kk in p if kk.startswith("random-")]
 
         def sem(name: str) -> float:
-            return mean_standard_error(run.dir / "groups" if name == "estimated" else run.dir / "baselines" / name,
+            return mean_standard_error(run.store, None if name == "estimated" else name,
                                        len(p[name]["groups"]), family.n, family.metric)
 
         rows = [
             ("θ* alone (multi-task policy, meta budget)", cg["meta_mean"],
-             mean_standard_error(run.dir, 0, family.n, family.metric), "multitask", "—"),
+             mean_standard_error(run.store, "meta", 0, family.n, family.metric), "multitask", "—"),
             ("one policy for all tasks (k = 1), fine-tuned like the groups", p["one-group"]["mean"], sem("one-group"),
              "", str(p["one-group"]["groups"])),
             (f"random grouping (mean of {args.random_seeds})", cg["random_mean"],
@@ -199,7 +202,7 @@ def main() -> None:
             f"vs one policy (k = 1): {100 * (est - p['one-group']['mean']) / abs(p['one-group']['mean']):+.1f}%.",
             "",
         ]
-    U = np.load(run.dir / "affinity.npy")
+    U = run.store.load_affinity(family.n)
     lines += ["Affinity U (task order 0..n−1):", "", "```", np.array2string(U, precision=2, max_line_width=200), "```", ""]
     out = args.out or Path(f"benchmarks/results/pipeline_{args.family}.md")
     write_text(out, "\n".join(lines))

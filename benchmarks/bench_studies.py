@@ -19,14 +19,15 @@ import numpy as np
 import torch
 
 from policygradex import pipeline, studies, tasks
-from policygradex.io import read_json, write_text
+from policygradex.analysis.agreement import nmi
+from policygradex.io import write_text
 
 
 def fmt(x: float | None, spec: str = ".3f") -> str:
     return "–" if x is None or x != x else format(x, spec)
 
 
-def variant(family, base_cfg, base_dir: Path, work: Path, name: str, share_meta: bool, **changes):  # type: ignore[no-untyped-def]
+def variant(family, base_cfg, base_run, work: Path, name: str, share_meta: bool, **changes):  # type: ignore[no-untyped-def]
     """Run the pipeline (to the clustering) with one setting changed, reusing θ* when the meta config is the same."""
     cfg = base_cfg
     for key, value in changes.items():
@@ -35,24 +36,13 @@ def variant(family, base_cfg, base_dir: Path, work: Path, name: str, share_meta:
             cfg = replace(cfg, **{part: replace(getattr(cfg, part), **{field: value})})
         else:
             cfg = replace(cfg, **{key: value})
-    d = work / name
-    if share_meta:
-        shutil.copytree(base_dir / "meta", d / "meta")
-        # the run directory is created by open_run; meta/ is reused because its files match the config
-        (d / "config.json").unlink(missing_ok=True)
     t = time.perf_counter()
-    run = pipeline.open_run(family, cfg, d) if not share_meta else _open_with_meta(family, cfg, d)
+    run = pipeline.open_run(family, cfg, work / name)
+    if share_meta:  # θ* is reused: the meta-training settings are the same as the base run's
+        shutil.copytree(base_run.store.meta_dir, run.store.meta_dir)
     for stage in ("meta", "features", "subsets", "estimate", "affinity", "cluster"):
-        run.run_stage(stage)
+        pipeline.run_stage(run, stage)
     return run, time.perf_counter() - t
-
-
-def _open_with_meta(family, cfg, d: Path):  # type: ignore[no-untyped-def]
-    config = pipeline.resolve(family, cfg)
-    from policygradex.io import write_json
-
-    write_json(d / "config.json", config)
-    return pipeline.Run(family, d, config)
 
 
 def main() -> None:
@@ -80,7 +70,7 @@ def main() -> None:
     ag = studies.agreement(run)
     cg = studies.compare_groupings(run, seeds=2)
     c = run.config
-    e = c["estimate"]
+    e = c.estimate
     n = family.n
     lines = [
         f"# Does the estimate hold? `{args.family}`",
@@ -89,10 +79,10 @@ def main() -> None:
         f"--k {args.k}{' --gt-steps ' + str(args.gt_steps) if args.gt_steps else ''} --executor {args.executor}` "
         f"on {platform.processor() or platform.machine()} (2 cores, 1 torch thread per process), torch {torch.__version__}.",
         "",
-        f"Base run: meta-training {c['meta']['ppo']['total_steps']:,} env steps; {c['features']['samples_per_task']} samples per task; "
-        f"d = {c['features']['d']}; m = {len(run.load_subsets())} subsets of {e['subset_size']} ({gt['distinct_subsets']} distinct); "
-        f"‖Δθ‖ = {e['relative_norm']}·‖θ*‖; scores by {e['score']} ({e['episodes']} episodes); `{e['affinity']}` affinity; "
-        f"{c['method']} clustering, k = {c['k']}.",
+        f"Base run: meta-training {c.meta.ppo.total_steps:,} env steps; {c.features.samples_per_task} samples per task; "
+        f"d = {c.features.d}; m = {len(run.store.load_subsets())} subsets of {e.subset_size} ({gt['distinct_subsets']} distinct); "
+        f"‖Δθ‖ = {e.relative_norm}·‖θ*‖; scores by {e.score} ({e.episodes} episodes); `{e.affinity}` affinity; "
+        f"{c.method} clustering, k = {c.k}.",
         "",
         "## First-order approximation error (`policygradex approx-error`)",
         "",
@@ -152,17 +142,17 @@ def main() -> None:
         if "d" in abl:
             plan += [("features.d", v, True) for v in (100, 200, 400, 1000)]
         if "m" in abl:
-            base_m = e["num_subsets"]
+            base_m = e.num_subsets
             plan += [("estimate.num_subsets", v, True) for v in sorted({max(10, base_m // 4), max(10, base_m // 2), base_m})]
         if "depth" in abl:
             plan += [("meta.depth", v, False) for v in (2, 4, 8)]
         for key, value, share in plan:
-            if key == "meta.depth" and value == c["meta"]["policy"]["depth"]:
+            if key == "meta.depth" and value == c.meta.policy.depth:
                 v_run, wall = run, float("nan")
             else:
-                v_run, wall = variant(family, cfg, run.dir, work, f"{key}-{value}", share, **{key: value})
-            g = v_run.load_groups()
-            lines.append(f"| {key} | {value} | `{g}` | {studies.nmi(g, gt['groups'], n):.3f} | {fmt(wall, '.0f')} |")
+                v_run, wall = variant(family, cfg, run, work, f"{key}-{value}", share, **{key: value})
+            g = v_run.store.load_groups(n)
+            lines.append(f"| {key} | {value} | `{g}` | {nmi(g, gt['groups'], n):.3f} | {fmt(wall, '.0f')} |")
         if "k" in abl:
             lines += ["", "| k | groups | mean over tasks (group policies) |", "|---:|---|---:|"]
             for k in (1, 2, 3, 4):
@@ -171,10 +161,10 @@ def main() -> None:
                 if k == args.k:
                     lines.append(f"| {k} | `{res.groups}` | {np.mean(list(res.group_scores.values())):.2f} |")
                     continue
-                v_run, _ = variant(family, cfg, run.dir, work, f"k-{k}", True, k=k)
-                v_run.run_stage("groups")
-                v_run.run_stage("report")
-                r = read_json(v_run.dir / "results.json")
+                v_run, _ = variant(family, cfg, run, work, f"k-{k}", True, k=k)
+                pipeline.run_stage(v_run, "groups")
+                pipeline.run_stage(v_run, "report")
+                r = v_run.store.load_results()
                 lines.append(f"| {k} | `{r['groups']}` | {r['mean_group_policy']:.2f} |")
         lines.append("")
     lines += [f"Total wall-clock of this benchmark: {(time.perf_counter() - t_all) / 60:.1f} min.", ""]

@@ -60,7 +60,8 @@ def test_surrogate_mode_recovers_planted_groups(tmp_path):
     cfg = pipeline.RunConfig(preset="smoke", estimate=pipeline.EstimateConfig(score="surrogate"))
     res = pipeline.run(family, cfg, tmp_path / "run", stop_after="cluster")
     groups = json.loads((tmp_path / "run" / "groups.json").read_text())["groups"]
-    assert res.groups == [] and _canonical(groups) == _canonical(family.planted_groups)
+    assert res.groups == groups and _canonical(groups) == _canonical(family.planted_groups)
+    assert res.stages[-1] == "cluster" and res.group_scores is None
     assert '"mode": "surrogate"' in (tmp_path / "run" / "scores.jsonl").read_text()
 
 

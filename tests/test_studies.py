@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from policygradex import pipeline, studies, tasks
+from policygradex.analysis.agreement import nmi, random_nmi
 from policygradex.analysis.approx import approximation_errors, relative_error
 from policygradex.errors import ConfigError
 from policygradex.gradex.features import flatten, per_sample_grads, unflatten
@@ -14,10 +15,10 @@ from policygradex.rl.policy import PolicyConfig, build_policy, log_prob
 
 def test_nmi_identical_permuted_and_random():
     a = [[0, 3], [1, 4], [2, 5]]
-    assert studies.nmi(a, a, 6) == pytest.approx(1.0)
-    assert studies.nmi(a, [[2, 5], [0, 3], [4, 1]], 6) == pytest.approx(1.0)  # relabelled groups
-    assert studies.nmi(a, [[0, 1, 2], [3, 4, 5]], 6) < 0.2
-    assert 0.0 < studies.random_nmi(a, 6, 3, seeds=50) < 0.8
+    assert nmi(a, a, 6) == pytest.approx(1.0)
+    assert nmi(a, [[2, 5], [0, 3], [4, 1]], 6) == pytest.approx(1.0)  # relabelled groups
+    assert nmi(a, [[0, 1, 2], [3, 4, 5]], 6) < 0.2
+    assert 0.0 < random_nmi(a, 6, 3, seeds=50) < 0.8
 
 
 def test_random_partition_is_valid_and_seeded():
@@ -72,7 +73,7 @@ def test_ground_truth_resumes_without_redoing_finished_subsets(tmp_path):
     run = pipeline.reopen(d)
     gt = studies.ground_truth(run, total_steps=1024)
     files = sorted((d / "ground_truth" / "subsets").glob("subset_*.json"))
-    assert len(files) == gt["distinct_subsets"] == len(set(run.load_subsets()))
+    assert len(files) == gt["distinct_subsets"] == len(set(run.store.load_subsets()))
     stamps = {f.name: f.stat().st_mtime_ns for f in files}
     before = (d / "ground_truth" / "scores.jsonl").read_bytes()
     files[1].unlink()  # as if the run had been killed before this subset finished
@@ -84,7 +85,7 @@ def test_ground_truth_resumes_without_redoing_finished_subsets(tmp_path):
             assert f.stat().st_mtime_ns == stamps[f.name], f.name
     assert (d / "ground_truth" / "scores.jsonl").read_bytes() == before
     ag = studies.agreement(run)
-    assert ag["pairs"] == sum(len(s) for s in set(run.load_subsets()))
+    assert ag["pairs"] == sum(len(s) for s in set(run.store.load_subsets()))
     assert 0.0 <= ag["nmi"] <= 1.0 and ag["speedup"] > 1.0
     assert json.loads((d / "agreement.json").read_text())["true_groups"] == ag["true_groups"]
     # another ground-truth budget in the same run directory is refused
@@ -118,7 +119,7 @@ def test_compare_groupings_trains_every_baseline_with_the_same_budget(tmp_path):
         return sum(json.loads((base / str(g) / "metrics.jsonl").read_text().splitlines()[-1])["step"] for g in range(len(groups)))
 
     budget = trained_steps(d / "groups", parts["estimated"]["groups"])
-    assert abs(budget - run.meta_ppo.total_steps) < run.meta_ppo.batch_size(1)
+    assert abs(budget - run.config.meta.ppo.total_steps) < run.config.meta.ppo.batch_size(1)
     for name in ("gradient-similarity", "one-group", "random-0"):
         assert trained_steps(d / "baselines" / name, parts[name]["groups"]) == budget, name
     assert json.loads((d / "groupings.json").read_text())["partitions"].keys() == parts.keys()

@@ -6,16 +6,17 @@ Every command prints bad input as one line, ``error: ...``, and exits with statu
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import tyro
 
-from policygradex.errors import ConfigError, PolicyGradExError
-from policygradex.pipeline import RunConfig
-
-Preset = Literal["default", "smoke"]
+from policygradex.config import Preset, RunConfig, Stage
+from policygradex.errors import PolicyGradExError
+from policygradex.execute import ExecutorKind
+from policygradex.threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class RunCmd:
     out: Path = Path("runs/run")
     """Run directory to create (or to resume, if it holds this same run)."""
     config: Annotated[RunConfig, tyro.conf.arg(name="")] = field(default_factory=RunConfig)
-    stop_after: Literal["meta", "features", "subsets", "estimate", "affinity", "cluster", "groups", "report"] = "report"
+    stop_after: Stage = "report"
     """Last stage to run (later stages can be run with their own subcommands)."""
     threads: int = 1
     """Torch CPU threads in this process."""
@@ -148,7 +149,7 @@ class GroundTruthCmd(StageCmd):
 
     total_steps: int | None = None
     """PPO env steps per subset (default: meta budget × |S| / n)."""
-    executor: Literal["serial", "process"] | None = None
+    executor: ExecutorKind | None = None
     """Override the run's executor."""
     workers: int | None = None
     """Override the run's worker count."""
@@ -169,15 +170,6 @@ class CompareGroupingsCmd(StageCmd):
     """Random groupings to average."""
 
 
-STAGE_COMMANDS: dict[type, tuple[str, ...]] = {
-    FeaturesCmd: ("features",),
-    EstimateCmd: ("subsets", "estimate", "affinity"),
-    ClusterCmd: ("cluster",),
-    TrainGroupsCmd: ("groups",),
-    ReportCmd: ("report",),
-}
-
-
 Command = (
     Annotated[FamiliesCmd, tyro.conf.subcommand("families")]
     | Annotated[TrainCmd, tyro.conf.subcommand("train")]
@@ -195,15 +187,7 @@ Command = (
 )
 
 
-def _set_threads(n: int) -> None:
-    import torch
-
-    if n < 1:
-        raise ConfigError(f"--threads {n} must be at least 1")
-    torch.set_num_threads(n)
-
-
-def _progress_bar(desc: str):  # type: ignore[no-untyped-def]
+def _progress_bar(desc: str):
     from tqdm import tqdm
 
     bar = tqdm(total=None, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)
@@ -239,22 +223,17 @@ def cmd_families(cmd: FamiliesCmd) -> None:
 
 def cmd_train(cmd: TrainCmd) -> None:
     from policygradex import tasks
+    from policygradex.config import to_data
     from policygradex.rl.checkpoint import load_checkpoint
-    from policygradex.rl.policy import PolicyConfig
-    from policygradex.rl.ppo import ppo_config_for
     from policygradex.rundir import open_run_dir
-    from policygradex.training import train_into
+    from policygradex.training import resolve_train, train_into
 
-    _set_threads(cmd.threads)
     family = tasks.make(cmd.family)
-    ppo = ppo_config_for(
-        family, cmd.preset, total_steps=cmd.total_steps, envs_per_task=cmd.envs_per_task, learning_rate=cmd.learning_rate
+    ppo, policy_cfg, task_idx = resolve_train(
+        family, cmd.preset, total_steps=cmd.total_steps, envs_per_task=cmd.envs_per_task,
+        learning_rate=cmd.learning_rate, depth=cmd.depth, width=cmd.width, eval_episodes=cmd.eval_episodes,
+        task_indices=cmd.tasks,
     )
-    policy_cfg = PolicyConfig(depth=cmd.depth, width=cmd.width)
-    if cmd.eval_episodes < 1:
-        raise ConfigError(f"--eval-episodes {cmd.eval_episodes} must be at least 1")
-    task_idx = family.check_indices(cmd.tasks if cmd.tasks is not None else range(family.n))
-    ppo.num_iterations(len(task_idx))  # refuse a budget below one rollout before creating anything
     init = load_checkpoint(cmd.init, family).policy if cmd.init is not None else None
     config = {
         "command": "train",
@@ -262,8 +241,8 @@ def cmd_train(cmd: TrainCmd) -> None:
         "tasks": task_idx,
         "seed": cmd.seed,
         "preset": cmd.preset,
-        "ppo": asdict(ppo),
-        "policy": asdict(policy_cfg),
+        "ppo": to_data(ppo),
+        "policy": to_data(policy_cfg),
         "init": str(cmd.init) if cmd.init else None,
         "eval_episodes": cmd.eval_episodes,
     }
@@ -279,10 +258,10 @@ def cmd_train(cmd: TrainCmd) -> None:
     if res.resumed:
         print(f"{out} already holds this finished run; showing its evaluation")
     _print_eval(family, res.evaluation.score(family.metric), family.metric)
-    print(f"wrote {out}/policy.pt, eval.json, metrics.jsonl")
+    print(f"wrote {out}: policy, evaluation, metrics")
 
 
-def _print_eval(family, score: dict[int, float], metric: str) -> None:  # type: ignore[no-untyped-def]
+def _print_eval(family, score: dict[int, float], metric: str) -> None:
     print(f"{'task':>4s}  {'name':24s} {metric:>10s}")
     for i, v in score.items():
         print(f"{i:>4d}  {family.tasks[i].name:24s} {v:10.3f}")
@@ -295,7 +274,6 @@ def cmd_evaluate(cmd: EvaluateCmd) -> None:
     from policygradex.rl.checkpoint import load_checkpoint
     from policygradex.rl.evaluate import evaluate
 
-    _set_threads(cmd.threads)
     ckpt = load_checkpoint(cmd.checkpoint)
     family = tasks.make(ckpt.family)
     load_checkpoint(cmd.checkpoint, family)  # checks version and shapes
@@ -327,94 +305,124 @@ class _StageBars:
             bar.close()  # type: ignore[attr-defined]
 
 
-def _print_run_summary(run) -> None:  # type: ignore[no-untyped-def]
-    res = run.results()
+def _print_run_summary(run) -> None:
+    from policygradex.pipeline import results
+
+    res = results(run)
     print(f"groups: {res['groups']}")
     print(f"mean {res['metric']}: theta* alone {res['mean_meta']:.3f}, group policies {res['mean_group_policy']:.3f}")
-    print(f"report: {run.dir / 'report.md'}")
+    print(f"report: {run.store.report_path}")
 
 
 def cmd_run(cmd: RunCmd) -> None:
     from policygradex import pipeline, tasks
 
-    _set_threads(cmd.threads)
     family = tasks.make(cmd.family)
     bars = _StageBars()
     try:
-        run = pipeline.open_run(family, cmd.config, cmd.out, bars)
-        for stage in pipeline.STAGES[: pipeline.STAGES.index(cmd.stop_after) + 1]:
-            run.run_stage(stage)  # type: ignore[arg-type]
+        res = pipeline.run(family, cmd.config, cmd.out, bars, stop_after=cmd.stop_after)
     finally:
         bars.close()
     if cmd.stop_after == "report":
-        _print_run_summary(run)
+        _print_run_summary(pipeline.reopen(res.directory))
     else:
-        print(f"stopped after stage {cmd.stop_after!r}; continue with `policygradex run` on --out {run.dir}")
+        print(f"stopped after stage {cmd.stop_after!r}; continue with `policygradex run` on --out {res.directory}")
 
 
-def cmd_study(cmd: StageCmd) -> None:
-    from policygradex import pipeline, studies
+def _stages(*stages: str):
+    """A handler that runs ``stages`` of the pipeline on an existing run directory."""
 
-    _set_threads(cmd.threads)
-    bars = _StageBars()
-    try:
-        run = pipeline.reopen(cmd.run, bars)
-        if isinstance(cmd, ApproxErrorCmd):
-            res = studies.approx_error(run, directions=cmd.directions)
-            print(f"{'distance':>9s} {'first order':>12s} {'zeroth order':>13s}")
-            for t in res["errors"]:
-                print(f"{t['distance']:>9.1%} {t['first_order']:>12.3%} {t['zeroth_order']:>13.3%}")
-            print(f"wrote {run.dir / 'approx_error.md'}")
-        elif isinstance(cmd, GroundTruthCmd):
-            gt = studies.ground_truth(run, cmd.total_steps, cmd.executor, cmd.workers, progress=bars)
-            print(f"true groups: {gt['groups']} ({gt['distinct_subsets']} subsets fine-tuned, {gt['compute_seconds']:.0f} s)")
-        elif isinstance(cmd, AgreementCmd):
-            ag = studies.agreement(run)
-            print(f"spearman {ag['spearman']}, pearson {ag['pearson']}, NMI {ag['nmi']:.3f} "
-                  f"(random {ag['nmi_random']:.3f}), speed-up {ag['speedup']:.1f}x")
-        elif isinstance(cmd, CompareGroupingsCmd):
-            cg = studies.compare_groupings(run, seeds=cmd.random_seeds, progress=bars)
-            for name, r in cg["partitions"].items():
-                print(f"{name:22s} mean {r['mean']:.3f}  groups {r['groups']}")
-    finally:
-        bars.close()
+    def handler(cmd: StageCmd) -> None:
+        from policygradex import pipeline
+
+        bars = _StageBars()
+        try:
+            run = pipeline.reopen(cmd.run, bars)
+            for stage in stages:
+                pipeline.run_stage(run, stage)  # type: ignore[arg-type]
+        finally:
+            bars.close()
+        if "report" in stages:
+            _print_run_summary(run)
+        else:
+            print(f"{', '.join(stages)}: done in {run.dir}")
+
+    return handler
 
 
-def cmd_stage(cmd: StageCmd) -> None:
-    from policygradex import pipeline
+def _study(fn):
+    """A handler that reopens the run directory and calls ``fn(cmd, run, progress)``."""
 
-    if type(cmd) not in STAGE_COMMANDS:
-        cmd_study(cmd)
-        return
-    _set_threads(cmd.threads)
-    bars = _StageBars()
-    try:
-        run = pipeline.reopen(cmd.run, bars)
-        for stage in STAGE_COMMANDS[type(cmd)]:
-            run.run_stage(stage)  # type: ignore[arg-type]
-    finally:
-        bars.close()
-    if isinstance(cmd, ReportCmd):
-        _print_run_summary(run)
-    else:
-        print(f"{', '.join(STAGE_COMMANDS[type(cmd)])}: done in {run.dir}")
+    def handler(cmd: StageCmd) -> None:
+        from policygradex import pipeline
+
+        bars = _StageBars()
+        try:
+            fn(cmd, pipeline.reopen(cmd.run, bars), bars)
+        finally:
+            bars.close()
+
+    return handler
+
+
+def _approx_error(cmd: ApproxErrorCmd, run, progress) -> None:
+    from policygradex import studies
+
+    res = studies.approx_error(run, directions=cmd.directions)
+    print(f"{'distance':>9s} {'first order':>12s} {'zeroth order':>13s}")
+    for t in res["errors"]:
+        print(f"{t['distance']:>9.1%} {t['first_order']:>12.3%} {t['zeroth_order']:>13.3%}")
+    print(f"wrote {run.store.approx_error_md}")
+
+
+def _ground_truth(cmd: GroundTruthCmd, run, progress) -> None:
+    from policygradex import studies
+
+    gt = studies.ground_truth(run, cmd.total_steps, cmd.executor, cmd.workers, progress=progress)
+    print(f"true groups: {gt['groups']} ({gt['distinct_subsets']} subsets fine-tuned, {gt['compute_seconds']:.0f} s)")
+
+
+def _agreement(cmd: AgreementCmd, run, progress) -> None:
+    from policygradex import studies
+
+    ag = studies.agreement(run)
+    print(f"spearman {ag['spearman']}, pearson {ag['pearson']}, NMI {ag['nmi']:.3f} "
+          f"(random {ag['nmi_random']:.3f}), speed-up {ag['speedup']:.1f}x")
+
+
+def _compare_groupings(cmd: CompareGroupingsCmd, run, progress) -> None:
+    from policygradex import studies
+
+    cg = studies.compare_groupings(run, seeds=cmd.random_seeds, progress=progress)
+    for name, r in cg["partitions"].items():
+        print(f"{name:22s} mean {r['mean']:.3f}  groups {r['groups']}")
+
+
+HANDLERS: dict[type, Callable[[Any], None]] = {
+    FamiliesCmd: cmd_families,
+    TrainCmd: cmd_train,
+    EvaluateCmd: cmd_evaluate,
+    RunCmd: cmd_run,
+    FeaturesCmd: _stages("features"),
+    EstimateCmd: _stages("subsets", "estimate", "affinity"),
+    ClusterCmd: _stages("cluster"),
+    TrainGroupsCmd: _stages("groups"),
+    ReportCmd: _stages("report"),
+    ApproxErrorCmd: _study(_approx_error),
+    GroundTruthCmd: _study(_ground_truth),
+    AgreementCmd: _study(_agreement),
+    CompareGroupingsCmd: _study(_compare_groupings),
+}
+"""Sub-command → handler: the whole dispatch of the command line."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``policygradex`` command. Returns the exit status."""
     try:
         # inside the try: configs validate themselves while tyro builds them
-        cmd = tyro.cli(Command, args=argv, prog="policygradex", description="PolicyGradEx: task grouping for multitask RL.")  # type: ignore[call-overload]
-        if isinstance(cmd, FamiliesCmd):
-            cmd_families(cmd)
-        elif isinstance(cmd, TrainCmd):
-            cmd_train(cmd)
-        elif isinstance(cmd, EvaluateCmd):
-            cmd_evaluate(cmd)
-        elif isinstance(cmd, RunCmd):
-            cmd_run(cmd)
-        elif isinstance(cmd, StageCmd):
-            cmd_stage(cmd)
+        cmd = tyro.cli(Command, args=argv, prog="policygradex", description="PolicyGradEx: task grouping for multitask RL.")
+        with torch_threads(getattr(cmd, "threads", None)):
+            HANDLERS[type(cmd)](cmd)
     except PolicyGradExError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _write_with(path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], None]) -> None:
+def _write_with(path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], object]) -> None:
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         write(f)
         f.flush()

@@ -10,26 +10,25 @@ from typing import Any
 
 
 class MetricsLogger:
-    """Writes ``{"step": s, key: value, ...}`` lines to ``metrics.jsonl`` and TensorBoard scalars.
+    """Writes ``{"step": s, key: value, ...}`` lines to a JSONL file and TensorBoard scalars.
 
     Args:
-        directory: where ``metrics.jsonl`` and the TensorBoard ``tb/`` folder go; None logs nothing.
-        tensorboard: also write TensorBoard events.
+        path: the JSONL file (started afresh); None logs nothing.
+        tensorboard_dir: where TensorBoard events go; None writes none.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None, tensorboard: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, tensorboard_dir: str | os.PathLike[str] | None = None) -> None:
         self._file = None
         self._tb: Any = None
-        if directory is None:
+        if path is None:
             return
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        # A restarted stage starts its log afresh: its results are recomputed from scratch.
-        self._file = open(path / "metrics.jsonl", "w")
-        if tensorboard:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # A restarted training starts its log afresh (a resumed one first re-logs what its state holds).
+        self._file = open(path, "w")
+        if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(path / "tb"))
+            self._tb = SummaryWriter(str(tensorboard_dir))
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Record scalar ``values`` at ``step``."""

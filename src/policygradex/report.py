@@ -1,5 +1,7 @@
-"""``report.md`` and its figure: the affinity heat-map (tasks ordered by group), the groups, and a
-per-task table of θ* alone against the group policies."""
+"""Every Markdown text and figure the pipeline and the studies write: ``report.md`` and its
+affinity heat-map (tasks ordered by group), and the approximation-error table and plot.
+
+Writers take data and return text, or draw into a path the caller takes from the store."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from policygradex.io import atomic_path, write_text
+from policygradex.config import ResolvedRun
+from policygradex.io import atomic_path
 
 
 def plot_affinity(path: Path, U: np.ndarray, groups: list[list[int]], names: list[str]) -> None:
@@ -36,21 +39,20 @@ def plot_affinity(path: Path, U: np.ndarray, groups: list[list[int]], names: lis
     plt.close(fig)
 
 
-def write_report(directory: Path, results: dict[str, Any], U: np.ndarray, coverage: np.ndarray, config: dict[str, Any]) -> None:
-    """Write ``figures/affinity.png`` and ``report.md`` into ``directory``."""
+def run_report(results: dict[str, Any], coverage: np.ndarray, config: ResolvedRun) -> str:
+    """The text of ``report.md``: the groups, the affinity figure, θ* alone vs the group policies."""
     names = [t["name"] for t in results["tasks"]]
-    plot_affinity(directory / "figures" / "affinity.png", U, results["groups"], names)
     metric = "success rate" if results["metric"] == "success" else "mean return"
-    e = config["estimate"]
+    e, gc = config.estimate, config.groups
     off = coverage[~np.eye(len(coverage), dtype=bool)] if len(coverage) > 1 else np.array([0])
     lines = [
         f"# PolicyGradEx report: {results['family']}",
         "",
-        f"k = {results['k']} groups by `{config['method']}` clustering of the `{results['affinity_mode']}` affinity; "
+        f"k = {results['k']} groups by `{config.method}` clustering of the `{results['affinity_mode']}` affinity; "
         f"scores f(S, i) measured by **{results['score_mode']}** "
-        f"({'rollouts of θ* + Δθ_S, ' + str(e['episodes']) + ' episodes per task' if results['score_mode'] == 'rollout' else 'the rollout-free first-order estimate'}); "
-        f"m = {results['num_subsets']} subsets of {e['subset_size']} tasks (pairs covered {int(off.min())}–{int(off.max())} times); "
-        f"d = {config['features']['d']}, {config['features']['samples_per_task']} samples per task; seed {config['seed']}.",
+        f"({'rollouts of θ* + Δθ_S, ' + str(e.episodes) + ' episodes per task' if results['score_mode'] == 'rollout' else 'the rollout-free first-order estimate'}); "
+        f"m = {results['num_subsets']} subsets of {e.subset_size} tasks (pairs covered {int(off.min())}–{int(off.max())} times); "
+        f"d = {config.features.d}, {config.features.samples_per_task} samples per task; seed {config.seed}.",
         "",
         "## Groups",
         "",
@@ -80,13 +82,51 @@ def write_report(directory: Path, results: dict[str, Any], U: np.ndarray, covera
         f"| **mean** | | | **{results['mean_meta']:.2f}** | **{results['mean_group_policy']:.2f}** | "
         f"{results['mean_group_policy'] - results['mean_meta']:+.2f} |",
         "",
-        f"Group policies are fine-tuned from θ* (learning rate × {config['groups']['lr_scale']})"
-        if config["groups"]["init"] == "meta"
+        f"Group policies are fine-tuned from θ* (learning rate × {gc.lr_scale})"
+        if gc.init == "meta"
         else "Group policies are trained from scratch",
     ]
     lines[-1] += (
-        f" with {'the meta budget × group size / n' if config['groups']['total_steps'] is None else str(config['groups']['total_steps'])} "
-        f"env steps each; every task is evaluated with its group's policy over {config['groups']['eval_episodes']} episodes "
+        f" with {'the meta budget × group size / n' if gc.total_steps is None else str(gc.total_steps)} "
+        f"env steps each; every task is evaluated with its group's policy over {gc.eval_episodes} episodes "
         "(deterministic actions).\n"
     )
-    write_text(directory / "report.md", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def approx_error_table(result: dict[str, Any]) -> str:
+    """The text of ``approx_error.md`` from :func:`policygradex.studies.approx_error`'s result."""
+    name, table = result["family"], result["errors"]
+    lines = [
+        f"# First-order approximation error: {name}",
+        "",
+        f"Relative error ‖pred − true‖₁/‖true‖₁ of log π on held-out transitions of θ* ({result['samples_per_task']} per task), "
+        f"mean over {result['tasks']} tasks × {result['directions']} surrogate directions Δθ_S = P·w_S rescaled to each distance.",
+        "",
+        "| ‖Δθ‖/‖θ*‖ | first order (mean) | first order (worst task) | zeroth order (mean) |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {t['distance']:.1%} | {t['first_order']:.3%} | {t['first_order_worst_task']:.3%} | {t['zeroth_order']:.3%} |" for t in table]
+    return "\n".join(lines) + "\n"
+
+
+def plot_approx_error(path: Path, table: list[dict[str, float]], title: str) -> None:
+    """Save the first- and zeroth-order error against the relative distance (log–log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [100 * t["distance"] for t in table]
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    ax.plot(x, [100 * t["first_order"] for t in table], "o-", label="first order")
+    ax.plot(x, [100 * t["zeroth_order"] for t in table], "s--", label="zeroth order")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("‖Δθ‖ / ‖θ*‖ (%)")
+    ax.set_ylabel("relative error of log π (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

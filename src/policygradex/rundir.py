@@ -1,22 +1,83 @@
-"""Run directories: one per command, holding the resolved config and that command's artifacts.
+"""The run-directory store: the only module that knows artifact file names and layouts.
 
 A directory belongs to one run, identified by its ``config.json``. Reusing it with the same
 configuration resumes (completed artifacts are kept); reusing it with another configuration, or
 pointing at a folder with unrelated files, is refused so no run overwrites another.
+
+Layout of a pipeline run (``policygradex run``)::
+
+    config.json                 resolved configuration
+    meta/                       θ*: policy.pt, eval.json, metrics.jsonl, tb/, train_state.pt while training
+    features/                   task_<i>.pt (grads [N, d], advantages [N], logp [N], obs, actions), projection.json
+    subsets.json                the m subsets with their seeds
+    estimate/                   weights.pt [m, d], fit.json, chunks/chunk_<c>.json (rollout scores, resumable)
+    scores.jsonl                f(S, i): one line per (subset, task)
+    affinity.npy, affinity_task.npy, affinity_aggregate.npy, coverage.npy
+    groups.json, groups/<g>/    the partition; one trained policy directory per group
+    results.json, report.md, figures/
+    approx_error.json/.md, ground_truth/, agreement.json, baselines/<name>/<g>/, groupings.json   (studies)
+
+Every write is atomic (``policygradex.io``). Every ``load_*`` names the command that makes a missing
+file, and turns a corrupt file into one line naming it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from policygradex.errors import PolicyGradExError
-from policygradex.io import read_json, write_json
+from policygradex.io import atomic_path, read_json, write_json, write_npy, write_text
 
 CONFIG_FILE = "config.json"
 
+# ---- a directory holding one trained policy (train, meta/, groups/<g>/) ----------------------------
+POLICY_FILE = "policy.pt"
+EVAL_FILE = "eval.json"
+TRAIN_STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tb"
 
+
+def policy_path(directory: str | os.PathLike[str]) -> Path:
+    """The checkpoint of a trained policy in ``directory``."""
+    return Path(directory) / POLICY_FILE
+
+
+def eval_path(directory: str | os.PathLike[str]) -> Path:
+    """The evaluation of the policy in ``directory``."""
+    return Path(directory) / EVAL_FILE
+
+
+def train_state_path(directory: str | os.PathLike[str]) -> Path:
+    """The resumable training state kept while training into ``directory`` (removed when done)."""
+    return Path(directory) / TRAIN_STATE_FILE
+
+
+def metrics_path(directory: str | os.PathLike[str]) -> Path:
+    """The JSONL metrics of training into ``directory``."""
+    return Path(directory) / METRICS_FILE
+
+
+def tensorboard_dir(directory: str | os.PathLike[str]) -> Path:
+    """TensorBoard events of training into ``directory``."""
+    return Path(directory) / TENSORBOARD_DIR
+
+
+def is_trained(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds a finished, evaluated policy."""
+    return policy_path(directory).exists() and eval_path(directory).exists()
+
+
+# ---- run directories --------------------------------------------------------------------------------
 def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     """Create ``out`` for a run with ``config`` or reopen it if it holds the same run.
 
@@ -35,12 +96,7 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
         raise PolicyGradExError(f"output path {str(path)!r} is a file; pass a directory for --out")
     cfg_path = path / CONFIG_FILE
     if cfg_path.exists():
-        try:
-            existing = read_json(cfg_path)
-        except ValueError:
-            raise PolicyGradExError(
-                f"{str(cfg_path)!r} is not valid JSON; delete {str(path)!r} or choose another --out"
-            ) from None
+        existing = read_config(path)
         if _normalise(existing) != _normalise(config):
             diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != _normalise(config).get(k))
             raise PolicyGradExError(
@@ -57,8 +113,355 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     return path
 
 
+def config_path(directory: str | os.PathLike[str]) -> Path:
+    """The ``config.json`` of a run directory."""
+    return Path(directory) / CONFIG_FILE
+
+
+def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``config.json`` of a run directory as plain data (a JSON object).
+
+    Raises:
+        PolicyGradExError: no ``config.json``, or one that is not a JSON object.
+    """
+    d = Path(directory)
+    path = d / CONFIG_FILE
+    if not path.is_file():
+        raise PolicyGradExError(f"{str(d)!r} holds no run (no config.json); start one with `policygradex run --out {d}`")
+    data = _read_json(path, f"delete {str(d)!r} or choose another --out")
+    if not isinstance(data, dict):
+        raise PolicyGradExError(f"{str(path)!r} is not a run configuration (a JSON object); delete {str(d)!r} or choose another --out")
+    return data
+
+
 def _normalise(config: dict[str, Any]) -> dict[str, Any]:
     """A JSON round trip, so tuples and lists (and int/float keys) compare equal."""
-    import json
-
     return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def _read_json(path: Path, fix: str) -> Any:
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError):
+        raise PolicyGradExError(f"{str(path)!r} is corrupt (not valid JSON); {fix}") from None
+
+
+class RunStore:
+    """Typed, atomic access to the artifacts of one pipeline run directory.
+
+    Args:
+        directory: the run directory.
+        family: the family's registry name (for the commands named in "missing" messages).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], family: str) -> None:
+        self.dir = Path(directory)
+        self.family = family
+
+    # ---- commands that make each artifact ---------------------------------------------------------
+    def command_for(self, stage: str) -> str:
+        """The command that produces the outputs of ``stage`` in this directory."""
+        sub = {
+            "features": "features", "subsets": "estimate", "estimate": "estimate", "affinity": "estimate",
+            "cluster": "cluster", "groups": "train-groups", "report": "report", "ground-truth": "ground-truth",
+        }.get(stage)
+        if sub is None:  # meta-training has no command of its own
+            return f"policygradex run --family {self.family} --out {self.dir}"
+        return f"policygradex {sub} --run {self.dir}"
+
+    def require(self, path: Path, stage: str) -> Path:
+        """``path`` if it exists, else a one-line error naming the command that writes it."""
+        if not path.exists():
+            raise PolicyGradExError(f"{path} is missing; run `{self.command_for(stage)}` first")
+        return path
+
+    def _json(self, path: Path, stage: str) -> Any:
+        return _read_json(self.require(path, stage), f"delete it and rerun `{self.command_for(stage)}`")
+
+    def _torch(self, path: Path, stage: str) -> Any:
+        try:
+            return torch.load(self.require(path, stage), map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError):
+            raise PolicyGradExError(
+                f"{str(path)!r} is corrupt; delete it and rerun `{self.command_for(stage)}`"
+            ) from None
+
+    def _npy(self, path: Path, stage: str) -> np.ndarray:
+        try:
+            return np.load(self.require(path, stage), allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise PolicyGradExError(f"{str(path)!r} is corrupt; delete it and rerun `{self.command_for(stage)}`") from None
+
+    # ---- meta-policy ------------------------------------------------------------------------------
+    @property
+    def meta_dir(self) -> Path:
+        """Where θ* is trained."""
+        return self.dir / "meta"
+
+    @property
+    def meta_checkpoint(self) -> Path:
+        """θ*'s checkpoint."""
+        return policy_path(self.meta_dir)
+
+    def load_meta_eval(self) -> dict[str, Any]:
+        """θ*'s evaluation (``EvalResult.to_dict()`` and counters)."""
+        return self._json(eval_path(self.meta_dir), "meta")
+
+    # ---- features ---------------------------------------------------------------------------------
+    def feature_path(self, i: int) -> Path:
+        """Task ``i``'s features."""
+        return self.dir / "features" / f"task_{i}.pt"
+
+    @property
+    def projection_path(self) -> Path:
+        """The projection's description; written last, so it marks the features stage as done."""
+        return self.dir / "features" / "projection.json"
+
+    def features_done(self) -> bool:
+        """Whether the features stage completed (its completion mark exists)."""
+        return self.projection_path.exists()
+
+    def save_features(self, feats: dict[int, dict[str, torch.Tensor]], projection: dict[str, Any]) -> None:
+        """Every task's features, then the projection record (the stage's completion mark)."""
+        for i, f in feats.items():
+            with atomic_path(self.feature_path(i)) as tmp:
+                torch.save(f, tmp)
+        write_json(self.projection_path, projection)
+
+    def load_features(self, n: int) -> dict[int, dict[str, torch.Tensor]]:
+        """The stored features of tasks 0..n−1."""
+        self.require(self.projection_path, "features")
+        return {i: self._torch(self.feature_path(i), "features") for i in range(n)}
+
+    def load_projection(self) -> dict[str, Any]:
+        """``{"p", "d", "seed", "kind", "seconds"}``."""
+        return self._json(self.projection_path, "features")
+
+    # ---- subsets ----------------------------------------------------------------------------------
+    @property
+    def subsets_path(self) -> Path:
+        """The sampled subsets."""
+        return self.dir / "subsets.json"
+
+    def save_subsets(self, subsets: Iterable[Any], min_pair_coverage: int) -> None:
+        """Subsets (objects with ``index``, ``tasks``, ``seed``) and their smallest pair coverage."""
+        write_json(self.subsets_path, {
+            "subsets": [{"index": s.index, "tasks": list(s.tasks), "seed": s.seed} for s in subsets],
+            "min_pair_coverage": int(min_pair_coverage),
+        })
+
+    def load_subsets(self) -> list[tuple[int, ...]]:
+        """The subsets' task tuples, in index order."""
+        data = self._json(self.subsets_path, "subsets")
+        return [tuple(int(i) for i in s["tasks"]) for s in data["subsets"]]
+
+    # ---- surrogate fits ---------------------------------------------------------------------------
+    @property
+    def weights_path(self) -> Path:
+        """The fitted w_S of every subset, [m, d]."""
+        return self.dir / "estimate" / "weights.pt"
+
+    @property
+    def fit_path(self) -> Path:
+        """The fits' record; written last, so it marks the fits as done."""
+        return self.dir / "estimate" / "fit.json"
+
+    def fits_done(self) -> bool:
+        """Whether the surrogate fits completed."""
+        return self.fit_path.exists() and self.weights_path.exists()
+
+    def save_fits(self, weights: torch.Tensor, seconds: float) -> None:
+        """The fitted weights, then their record."""
+        with atomic_path(self.weights_path) as tmp:
+            torch.save(weights, tmp)
+        write_json(self.fit_path, {"seconds": seconds, "subsets": int(weights.shape[0])})
+
+    def load_weights(self) -> torch.Tensor:
+        """The fitted weights [m, d]."""
+        self.require(self.fit_path, "estimate")
+        return self._torch(self.weights_path, "estimate")
+
+    def fit_seconds(self) -> float:
+        """Compute time of the fits."""
+        return float(self._json(self.fit_path, "estimate")["seconds"])
+
+    # ---- rollout-score chunks ---------------------------------------------------------------------
+    def chunk_path(self, start: int) -> Path:
+        """Scores of the distinct subsets from position ``start`` on."""
+        return self.dir / "estimate" / "chunks" / f"chunk_{start:05d}.json"
+
+    def save_chunk(self, start: int, rows: list[Any], seconds: float) -> None:
+        """One chunk's ``(subset, task, score)`` rows and its compute time."""
+        write_json(self.chunk_path(start), {"rows": [list(r) for r in rows], "seconds": seconds})
+
+    def load_chunk(self, start: int) -> dict[str, Any]:
+        """``{"rows": [[subset, task, score], ...], "seconds": s}``."""
+        return self._json(self.chunk_path(start), "estimate")
+
+    def chunk_seconds(self) -> float:
+        """Compute time of every chunk scored so far."""
+        chunks = sorted((self.dir / "estimate" / "chunks").glob("chunk_*.json"))
+        return float(sum(_read_json(c, "delete it and rerun `policygradex estimate`")["seconds"] for c in chunks))
+
+    # ---- score tables (estimate and ground truth) ---------------------------------------------------
+    @property
+    def scores_path(self) -> Path:
+        """The estimate's score table."""
+        return self.dir / "scores.jsonl"
+
+    def save_scores(self, rows: Iterable[tuple[int, int, float]], mode: str, path: Path | None = None) -> None:
+        """A score table: one line ``{"subset", "task", "score", "mode"}`` per (subset, task)."""
+        lines = [json.dumps({"subset": l, "task": i, "score": v, "mode": mode}) for l, i, v in rows]
+        write_text(path or self.scores_path, "\n".join(lines) + "\n")
+
+    def load_scores(self, m: int, n: int, path: Path | None = None, stage: str = "estimate") -> np.ndarray:
+        """A score table as scores [m, n], NaN outside each subset."""
+        p = self.require(path or self.scores_path, stage)
+        scores = np.full((m, n), np.nan)
+        try:
+            for line in p.read_text().splitlines():
+                r = json.loads(line)
+                scores[r["subset"], r["task"]] = r["score"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise PolicyGradExError(f"{str(p)!r} is corrupt; delete it and rerun `{self.command_for(stage)}`") from None
+        return scores
+
+    # ---- affinity and groups ------------------------------------------------------------------------
+    @property
+    def affinity_path(self) -> Path:
+        """The affinity of the configured mode (the clustering's input); written last by its stage."""
+        return self.dir / "affinity.npy"
+
+    def affinity_mode_path(self, mode: str) -> Path:
+        """The affinity of one mode (``task`` or ``aggregate``)."""
+        return self.dir / f"affinity_{mode}.npy"
+
+    @property
+    def coverage_path(self) -> Path:
+        """How many subsets hold each pair."""
+        return self.dir / "coverage.npy"
+
+    def save_affinity(self, by_mode: dict[str, np.ndarray], coverage: np.ndarray, mode: str) -> None:
+        """Every mode's affinity, the coverage, then the configured mode's (the completion mark)."""
+        for m, U in by_mode.items():
+            write_npy(self.affinity_mode_path(m), U)
+        write_npy(self.coverage_path, coverage)
+        write_npy(self.affinity_path, by_mode[mode])
+
+    def load_affinity(self, n: int) -> np.ndarray:
+        """The clustering's affinity [n, n]."""
+        U = self._npy(self.affinity_path, "affinity")
+        if U.shape != (n, n):
+            raise PolicyGradExError(
+                f"{str(self.affinity_path)!r} has shape {U.shape}, not ({n}, {n}); delete it and rerun `{self.command_for('affinity')}`"
+            )
+        return U
+
+    def load_coverage(self) -> np.ndarray:
+        """Pair coverage [n, n]."""
+        return self._npy(self.coverage_path, "affinity")
+
+    @property
+    def groups_path(self) -> Path:
+        """The partition."""
+        return self.dir / "groups.json"
+
+    def save_groups(self, record: dict[str, Any]) -> None:
+        """The clustering's record (``groups``, ``method``, ``k``, ``objective``, ``affinity``)."""
+        write_json(self.groups_path, record)
+
+    def load_groups(self, n: int) -> list[list[int]]:
+        """The partition of tasks 0..n−1."""
+        data = self._json(self.groups_path, "cluster")
+        groups = data.get("groups") if isinstance(data, dict) else None
+        flat = sorted(i for g in groups or [] for i in g) if isinstance(groups, list) else None
+        if flat != list(range(n)):
+            raise PolicyGradExError(
+                f"{str(self.groups_path)!r} is not a partition of the {n} tasks; delete it and rerun `{self.command_for('cluster')}`"
+            )
+        return [list(map(int, g)) for g in groups]  # type: ignore[union-attr]
+
+    def group_dir(self, g: int, baseline: str | None = None) -> Path:
+        """Where group ``g``'s policy is trained: ``groups/<g>`` or ``baselines/<baseline>/<g>``."""
+        return (self.dir / "groups" if baseline is None else self.dir / "baselines" / baseline) / str(g)
+
+    def load_eval(self, directory: Path, stage: str = "groups") -> dict[str, Any]:
+        """The evaluation of the policy trained in ``directory``."""
+        return self._json(eval_path(directory), stage)
+
+    # ---- results and report -------------------------------------------------------------------------
+    @property
+    def results_path(self) -> Path:
+        """Per-task scores of θ* and of the group policies."""
+        return self.dir / "results.json"
+
+    def save_results(self, results: dict[str, Any]) -> None:
+        """``results.json``."""
+        write_json(self.results_path, results)
+
+    def load_results(self) -> dict[str, Any]:
+        """``results.json``."""
+        return self._json(self.results_path, "report")
+
+    @property
+    def report_path(self) -> Path:
+        """The Markdown report."""
+        return self.dir / "report.md"
+
+    def figure_path(self, name: str) -> Path:
+        """A figure of the report or of a study."""
+        return self.dir / "figures" / f"{name}.png"
+
+    # ---- studies ------------------------------------------------------------------------------------
+    @property
+    def approx_error_json(self) -> Path:
+        """The approximation-error study's data."""
+        return self.dir / "approx_error.json"
+
+    @property
+    def approx_error_md(self) -> Path:
+        """The approximation-error study's table."""
+        return self.dir / "approx_error.md"
+
+    @property
+    def approx_error_png(self) -> Path:
+        """The approximation-error study's figure."""
+        return self.figure_path("approx_error")
+
+    @property
+    def agreement_path(self) -> Path:
+        """Estimate vs ground truth."""
+        return self.dir / "agreement.json"
+
+    @property
+    def groupings_path(self) -> Path:
+        """The grouping comparison."""
+        return self.dir / "groupings.json"
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        """The ground-truth study (a run directory of its own, with its ``config.json``)."""
+        return self.dir / "ground_truth"
+
+    def truth_subset_path(self, l: int) -> Path:
+        """The fine-tuned scores of subset ``l``."""
+        return self.ground_truth_dir / "subsets" / f"subset_{l:05d}.json"
+
+    def load_truth_subset(self, l: int) -> dict[str, Any]:
+        """``{"index", "tasks", "rows", "env_steps", "seconds", "relative_distance"}`` of subset ``l``."""
+        return self._json(self.truth_subset_path(l), "ground-truth")
+
+    @property
+    def truth_scores_path(self) -> Path:
+        """The ground truth's score table."""
+        return self.ground_truth_dir / "scores.jsonl"
+
+    def save_truth(self, U: np.ndarray, coverage: np.ndarray, summary: dict[str, Any]) -> None:
+        """The true affinity, coverage, then the summary with the true groups (the completion mark)."""
+        write_npy(self.ground_truth_dir / "affinity.npy", U)
+        write_npy(self.ground_truth_dir / "coverage.npy", coverage)
+        write_json(self.ground_truth_dir / "groups.json", summary)
+
+    def load_truth(self) -> dict[str, Any]:
+        """The ground truth's summary (``groups``, ``compute_seconds``, ...)."""
+        return self._json(self.ground_truth_dir / "groups.json", "ground-truth")

@@ -12,22 +12,22 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from policygradex.analysis.agreement import nmi, random_nmi, score_agreement
 from policygradex.analysis.approx import DEFAULT_DISTANCES, approximation_errors
+from policygradex.config import TRUTH_SEED_KEY, derive_seed, fine_tune_ppo, random_partition_seed, stage_seed
 from policygradex.errors import ConfigError
 from policygradex.execute import make_executor
 from policygradex.gradex.subsets import first_occurrences
-from policygradex.io import atomic_path, read_json, write_json, write_npy, write_text
-from policygradex.pipeline import Run
+from policygradex.io import write_json, write_text
+from policygradex.pipeline import Run, estimate_compute_seconds, expand_rows, load_scores, train_groups
 from policygradex.rl.checkpoint import load_checkpoint
 from policygradex.rl.policy import log_prob
 from policygradex.rl.ppo import PPOConfig
@@ -40,25 +40,28 @@ def approx_error(run: Run, directions: int = 20, distances: Sequence[float] = DE
 
     Directions are the fitted Δθ_S = P·w_S of the first ``directions`` distinct subsets; held-out
     transitions are fresh rollouts of θ* (a seed the features did not use), as many per task as the features.
+    Writes ``approx_error.json``, ``approx_error.md`` and its figure.
     """
     from policygradex.gradex.features import collect_features, flatten, unflatten
     from policygradex.gradex.projection import GaussianProjection
+    from policygradex.report import approx_error_table, plot_approx_error
 
     if directions < 1:
         raise ConfigError(f"directions={directions} must be at least 1")
-    ckpt = load_checkpoint(run._require(run.meta_checkpoint, "meta"), run.family)
-    pj = read_json(run._require(run.dir / "features" / "projection.json", "features"))
+    store = run.store
+    ckpt = load_checkpoint(store.require(store.meta_checkpoint, "meta"), run.family)
+    pj = store.load_projection()
     proj = GaussianProjection(p=pj["p"], d=pj["d"], seed=pj["seed"])
-    weights = torch.load(run._require(run.dir / "estimate" / "weights.pt", "estimate"), weights_only=True).float()
-    first = sorted(first_occurrences(run.load_subsets()).values())[:directions]
+    weights = store.load_weights().float()
+    first = sorted(first_occurrences(store.load_subsets()).values())[:directions]
     W = weights[first]  # [K, d]
     lifted = proj.lift(W)  # [K, p]
     lnorm = lifted.norm(dim=1).clamp_min(1e-12)
     units = lifted / lnorm[:, None]
-    ppo = run.meta_ppo
+    ppo, fc = run.config.meta.ppo, run.config.features
     held = collect_features(
-        ckpt.policy, run.family, proj, run.config["features"]["samples_per_task"], run._seed("features") + 1000,
-        envs_per_task=run.config["features"]["envs_per_task"], gamma=ppo.gamma, lam=ppo.gae_lambda,
+        ckpt.policy, run.family, proj, fc.samples_per_task, stage_seed(run.seed, "features") + 1000,
+        envs_per_task=fc.envs_per_task, gamma=ppo.gamma, lam=ppo.gae_lambda,
     )
     params = ckpt.policy.actor_params()
     theta = flatten(params)
@@ -66,7 +69,7 @@ def approx_error(run: Run, directions: int = 20, distances: Sequence[float] = DE
     for i in range(run.family.n):
         f = held[i]
 
-        def logp_at(th: torch.Tensor, f=f) -> torch.Tensor:
+        def logp_at(th: torch.Tensor, f: Any = f) -> torch.Tensor:
             with torch.no_grad():
                 return log_prob(ckpt.policy.actor, unflatten(th, params), f.obs, f.actions)
 
@@ -81,42 +84,11 @@ def approx_error(run: Run, directions: int = 20, distances: Sequence[float] = DE
             "first_order_worst_task": float(np.max([t[j].first_order for t in per_task])),
         })
     out = {"family": run.family.full_name, "directions": len(first), "tasks": run.family.n,
-           "samples_per_task": int(run.config["features"]["samples_per_task"]), "errors": table}
-    write_json(run.dir / "approx_error.json", out)
-    lines = [
-        f"# First-order approximation error: {run.family.full_name}",
-        "",
-        f"Relative error ‖pred − true‖₁/‖true‖₁ of log π on held-out transitions of θ* ({out['samples_per_task']} per task), "
-        f"mean over {run.family.n} tasks × {len(first)} surrogate directions Δθ_S = P·w_S rescaled to each distance.",
-        "",
-        "| ‖Δθ‖/‖θ*‖ | first order (mean) | first order (worst task) | zeroth order (mean) |",
-        "|---:|---:|---:|---:|",
-    ]
-    lines += [f"| {t['distance']:.1%} | {t['first_order']:.3%} | {t['first_order_worst_task']:.3%} | {t['zeroth_order']:.3%} |" for t in table]
-    write_text(run.dir / "approx_error.md", "\n".join(lines) + "\n")
-    _plot_approx(run.dir / "figures" / "approx_error.png", table, run.family.full_name)
+           "samples_per_task": fc.samples_per_task, "errors": table}
+    write_json(store.approx_error_json, out)
+    write_text(store.approx_error_md, approx_error_table(out))
+    plot_approx_error(store.approx_error_png, table, run.family.full_name)
     return out
-
-
-def _plot_approx(path: Path, table: list[dict[str, float]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [100 * t["distance"] for t in table]
-    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
-    ax.plot(x, [100 * t["first_order"] for t in table], "o-", label="first order")
-    ax.plot(x, [100 * t["zeroth_order"] for t in table], "s--", label="zeroth order")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("‖Δθ‖ / ‖θ*‖ (%)")
-    ax.set_ylabel("relative error of log π (%)")
-    ax.set_title(title, fontsize=10)
-    ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 # ---- ground truth by full training -------------------------------------------------------------------
@@ -167,31 +139,27 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
         progress: ``progress(stage, done, total)``.
     """
     from policygradex.gradex.affinity import affinity
+    from policygradex.grouping.cluster import cluster
 
-    subsets = run.load_subsets()
+    store, cfg = run.store, run.config
+    subsets = store.load_subsets()
     first = first_occurrences(subsets)
-    gc = run.config["groups"]
-    cfg = {
+    open_run_dir(store.ground_truth_dir, {
         "command": "ground-truth",
         "total_steps": total_steps,
-        "lr_scale": gc["lr_scale"],
-        "score_episodes": int(run.config["estimate"]["episodes"]),
-    }
-    gt = open_run_dir(run.dir / "ground_truth", cfg)
-    meta = run.meta_ppo
+        "lr_scale": cfg.groups.lr_scale,
+        "score_episodes": cfg.estimate.episodes,
+    })
     jobs = []
     for s, l in sorted(first.items(), key=lambda kv: kv[1]):
-        steps = total_steps or max(meta.batch_size(len(s)), meta.total_steps * len(s) // run.family.n)
-        ppo = replace(meta, total_steps=int(steps), learning_rate=meta.learning_rate * gc["lr_scale"])
-        out = gt / "subsets" / f"subset_{l:05d}.json"
+        out = store.truth_subset_path(l)
         if out.exists():
             continue
         jobs.append(TruthJob(
-            str(run.meta_checkpoint), run.family.name, l, s, asdict(ppo),
-            int(np.random.SeedSequence([run.seed, 4242, l]).generate_state(1)[0] % (2**31)),
-            run._seed("estimate"), int(run.config["estimate"]["episodes"]), str(out),
+            str(store.meta_checkpoint), run.family.name, l, s, asdict(fine_tune_ppo(cfg, len(s), total_steps)),
+            derive_seed(run.seed, TRUTH_SEED_KEY, l), stage_seed(run.seed, "estimate"), cfg.estimate.episodes, str(out),
         ))
-    ex = make_executor(executor or run.config["executor"], workers or run.config["workers"])
+    ex = make_executor(executor or cfg.executor, workers or cfg.workers)  # type: ignore[arg-type]
     total = len(first)
     done = total - len(jobs)
     if progress:
@@ -203,114 +171,57 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
     scored: dict[tuple[int, int], float] = {}
     seconds, steps_total = 0.0, 0
     for l in first.values():
-        rec = read_json(gt / "subsets" / f"subset_{l:05d}.json")
+        rec = store.load_truth_subset(l)
         seconds += rec["seconds"]
         steps_total += rec["env_steps"]
         for a, b, v in rec["rows"]:
             scored[(int(a), int(b))] = float(v)
-    rows = [(l, i, scored[(first[s], i)]) for l, s in enumerate(subsets) for i in s]
-    write_text(gt / "scores.jsonl", "".join(json.dumps({"subset": l, "task": i, "score": v, "mode": "fine-tuned"}) + "\n" for l, i, v in rows))
-    scores, membership = run.load_scores(gt / "scores.jsonl")
-    U, cov = affinity(scores, membership, run.config["estimate"]["affinity"])
-    write_npy(gt / "affinity.npy", U)
-    write_npy(gt / "coverage.npy", cov)
-    res = _cluster(run, U)
-    summary = {"groups": res.groups, "method": run.config["method"], "k": int(run.config["k"]), "objective": float(res.objective),
+    store.save_scores(expand_rows(subsets, scored), "fine-tuned", store.truth_scores_path)
+    scores, member = load_scores(run, "ground-truth")
+    U, cov = affinity(scores, member, cfg.estimate.affinity)
+    res = cluster(U, cfg.k, cfg.method, seed=run.seed)
+    summary = {"groups": res.groups, "method": cfg.method, "k": cfg.k, "objective": float(res.objective),
                "compute_seconds": seconds, "env_steps": steps_total, "distinct_subsets": len(first)}
-    write_json(gt / "groups.json", summary)
+    store.save_truth(U, cov, summary)
     return summary
 
 
-def _cluster(run: Run, U: np.ndarray):  # type: ignore[no-untyped-def]
-    from policygradex.grouping.cluster import exhaustive_cluster, sdp_cluster, spectral_cluster
-
-    k, method = int(run.config["k"]), run.config["method"]
-    if method == "sdp":
-        return sdp_cluster(U, k=k)
-    if method == "spectral":
-        return spectral_cluster(U, k, seed=run.seed)
-    return exhaustive_cluster(U, k)
-
-
 # ---- agreement ---------------------------------------------------------------------------------------
-def labels(groups: Sequence[Sequence[int]], n: int) -> np.ndarray:
-    """Partition → label per task. [n] int."""
-    out = np.full(n, -1)
-    for g, members in enumerate(groups):
-        out[list(members)] = g
-    if (out < 0).any():
-        raise ConfigError(f"partition {groups} does not cover all {n} tasks")
-    return out
-
-
-def nmi(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], n: int) -> float:
-    """Normalised mutual information of two partitions of n tasks (1 = identical up to relabelling)."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    return float(normalized_mutual_info_score(labels(a, n), labels(b, n)))
-
-
-def random_nmi(truth: Sequence[Sequence[int]], n: int, k: int, seeds: int = 200) -> float:
-    """Mean NMI of uniformly random partitions into k groups against ``truth``."""
-    from policygradex.grouping.baselines import random_partition
-
-    return float(np.mean([nmi(random_partition(n, k, s), truth, n) for s in range(seeds)]))
-
-
 def agreement(run: Run) -> dict[str, Any]:
     """Compare the estimate with the ground truth; writes ``agreement.json``."""
-    from scipy.stats import pearsonr, spearmanr
-
-    est_scores, _ = run.load_scores()
-    gt_dir = run._require(run.dir / "ground_truth" / "groups.json", "ground-truth").parent
-    true_scores, _ = run.load_scores(gt_dir / "scores.jsonl")
+    store, n = run.store, run.family.n
+    gt = store.load_truth()
+    est_scores, _ = load_scores(run)
+    true_scores, _ = load_scores(run, "ground-truth")
     # distinct (subset, task) pairs only: repeated subsets would count the same pair twice
     seen: set[tuple[tuple[int, ...], int]] = set()
     est, tru, task = [], [], []
-    for l, s in enumerate(run.load_subsets()):
+    for l, s in enumerate(store.load_subsets()):
         for i in s:
             if (s, i) not in seen:
                 seen.add((s, i))
                 est.append(est_scores[l, i])
                 tru.append(true_scores[l, i])
                 task.append(i)
-    est_a, tru_a, task_of = np.array(est), np.array(tru), np.array(task)
-    n = run.family.n
-    est_groups, gt = run.load_groups(), read_json(gt_dir / "groups.json")
-    ests = run.estimate_compute_seconds()
+    est_groups = store.load_groups(n)
+    ests = estimate_compute_seconds(run)
     out = {
         "pairs": len(est),
-        "spearman": _safe(spearmanr, est_a, tru_a),
-        "pearson": _safe(pearsonr, est_a, tru_a),
-        # per-task centring removes each task's own level, which estimate and truth share trivially
-        "spearman_within_task": _safe(spearmanr, _centre(est_a, task_of), _centre(tru_a, task_of)),
+        **score_agreement(np.array(est), np.array(tru), np.array(task)),
         "nmi": nmi(est_groups, gt["groups"], n),
-        "nmi_random": random_nmi(gt["groups"], n, int(run.config["k"])),
+        "nmi_random": random_nmi(gt["groups"], n, run.config.k),
         "estimated_groups": est_groups,
         "true_groups": gt["groups"],
         "estimate_compute_seconds": ests,
         "ground_truth_compute_seconds": gt["compute_seconds"],
         "speedup": gt["compute_seconds"] / max(ests["total"], 1e-9),
-        "score_mode": run.config["estimate"]["score"],
+        "score_mode": run.config.estimate.score,
     }
     if run.family.planted_groups:
         out["nmi_estimate_vs_planted"] = nmi(est_groups, run.family.planted_groups, n)
         out["nmi_truth_vs_planted"] = nmi(gt["groups"], run.family.planted_groups, n)
-    write_json(run.dir / "agreement.json", out)
+    write_json(store.agreement_path, out)
     return out
-
-
-def _centre(x: np.ndarray, task: np.ndarray) -> np.ndarray:
-    out = x.astype(float).copy()
-    for t in np.unique(task):
-        out[task == t] -= out[task == t].mean()
-    return out
-
-
-def _safe(fn: Any, a: np.ndarray, b: np.ndarray) -> float | None:
-    if np.std(a) == 0 or np.std(b) == 0:
-        return None  # undefined for a constant series
-    return float(fn(a, b)[0])
 
 
 # ---- grouping baselines ------------------------------------------------------------------------------
@@ -323,27 +234,27 @@ def compare_groupings(run: Run, seeds: int = 1, progress: Any = None) -> dict[st
 
     if seeds < 1:
         raise ConfigError(f"random_seeds={seeds} must be at least 1 (the random grouping is the baseline to beat)")
-    k, n = int(run.config["k"]), run.family.n
-    feats = run.load_features()
+    store, k, n = run.store, run.config.k, run.family.n
+    estimated = store.load_groups(n)
+    feats = store.load_features(n)
     sim = gradient_similarity(task_mean_gradients([feats[i]["grads"] for i in range(n)], [feats[i]["advantages"] for i in range(n)]))
     partitions = {
-        "estimated": run.load_groups(),
+        "estimated": estimated,
         "gradient-similarity": sdp_cluster(sim, k=k).groups,
         # k = 1 with the same total budget: separates the gain of grouping from that of more training.
         "one-group": [list(range(n))],
     }
     for s in range(seeds):
-        partitions[f"random-{s}"] = random_partition(n, k, seed=int(run.seed) * 1000 + s)
+        partitions[f"random-{s}"] = random_partition(n, k, seed=random_partition_seed(run.seed, s))
     results: dict[str, Any] = {}
     for name, groups in partitions.items():
-        base = run.dir / "groups" if name == "estimated" else run.dir / "baselines" / name
-        per_task = run.train_groups(groups, base, "groupings")
+        per_task = train_groups(run, groups, None if name == "estimated" else name, "groupings")
         results[name] = {"groups": groups, "mean": float(np.mean(list(per_task.values()))),
                          "per_task": {str(i): per_task[i] for i in sorted(per_task)}}
         if progress:
             progress("groupings", len(results), len(partitions))
     rand = [v["mean"] for k_, v in results.items() if k_.startswith("random-")]
     out = {"k": k, "partitions": results, "random_mean": float(np.mean(rand)),
-           "meta_mean": float(np.mean(list(run._metric_of(read_json(run.dir / "meta" / "eval.json")).values())))}
-    write_json(run.dir / "groupings.json", out)
+           "meta_mean": float(np.mean(list(run.metric_of(store.load_meta_eval()).values())))}
+    write_json(store.groupings_path, out)
     return out

@@ -147,7 +147,8 @@ def task_lists(subsets: Sequence[Subset] | Sequence[Sequence[int]], n: int) -> l
         raise ConfigError("subsets is empty; pass at least one subset of task indices.")
     out = []
     for position, subset in enumerate(subsets):
-        tasks = tuple(int(t) for t in (subset.tasks if isinstance(subset, Subset) else subset))
+        members: Sequence[int] = subset.tasks if isinstance(subset, Subset) else subset  # type: ignore[assignment]
+        tasks = tuple(int(t) for t in members)
         if not tasks:
             raise ConfigError(f"subset {position} is empty; every subset needs at least one task.")
         bad = [t for t in tasks if not 0 <= t < n]

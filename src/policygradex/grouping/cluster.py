@@ -316,7 +316,7 @@ def sdp_cluster(
         )
     if k is not None:
         k = _check_k(k, n)
-    elif not np.isfinite(lam):
+    elif lam is not None and not np.isfinite(lam):
         raise ConfigError(f"lam={lam} must be a finite number in the units of U.")
     x, value = _solve_sdp(u, k, None if lam is None else float(lam), solver)
     if k is None:
@@ -436,3 +436,21 @@ def exhaustive_cluster(U: np.ndarray, k: int) -> ClusterResult:
     return ClusterResult(
         groups=groups, method="exhaustive", objective=partition_objective(u, groups), X=None, k=k
     )
+
+
+def cluster(U: np.ndarray, k: int, method: str = "sdp", seed: int = 0) -> ClusterResult:
+    """Partition by ``method``: ``"sdp"`` (the paper's relaxation), ``"spectral"`` or ``"exhaustive"``.
+
+    Args:
+        U: affinity [n, n].
+        k: number of groups.
+        method: the clustering method.
+        seed: seed of spectral clustering's k-means (the other methods are deterministic).
+    """
+    if method == "sdp":
+        return sdp_cluster(U, k=k)
+    if method == "spectral":
+        return spectral_cluster(U, k, seed=seed)
+    if method == "exhaustive":
+        return exhaustive_cluster(U, k)
+    raise ConfigError(f"unknown clustering method {method!r}; use 'sdp', 'spectral' or 'exhaustive'")

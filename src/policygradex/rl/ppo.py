@@ -24,7 +24,7 @@ from policygradex.errors import ConfigError
 from policygradex.metrics import MetricsLogger
 from policygradex.rl.policy import ActorCritic, PolicyConfig, build_policy
 from policygradex.rl.rollout import Batch, Episode, RolloutState, collect
-from policygradex.tasks.base import TaskFamily
+from policygradex.tasks.base import TaskFamily, env_state
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class PPOConfig:
                 raise ConfigError(f"{name}={v} must be a positive integer")
         for name in ("learning_rate", "clip_coef", "max_grad_norm"):
             v = getattr(self, name)
-            if not v > 0:
-                raise ConfigError(f"{name}={v} must be positive")
+            if not 0 < v < float("inf"):
+                raise ConfigError(f"{name}={v} must be a positive finite number")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ConfigError(f"gamma={self.gamma} and gae_lambda={self.gae_lambda} must lie in [0, 1]")
         if self.ent_coef < 0 or self.vf_coef < 0:
@@ -124,6 +124,46 @@ class TrainResult:
         return out
 
 
+@dataclass
+class TrainState:
+    """Everything :func:`train` needs to continue exactly where it stopped (plain data and tensors, so
+    it saves with ``torch.save`` and loads with ``weights_only=True``).
+
+    Attributes:
+        iteration: iterations finished.
+        env_steps: environment steps taken.
+        wall_seconds: training wall-clock so far.
+        policy, optimizer: the state dicts.
+        action_rng: the action-sampling ``torch.Generator`` state.
+        minibatch_rng: the minibatch-order NumPy bit-generator state.
+        env: the vector env's pickled state (see ``tasks.base.env_state``).
+        rollout: the :class:`RolloutState` arrays (current observations, running episode counters).
+        history: the ``train/`` metrics of every finished iteration.
+        episodes: every finished training episode as (task, return, length, success).
+    """
+
+    iteration: int
+    env_steps: int
+    wall_seconds: float
+    policy: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    action_rng: Tensor
+    minibatch_rng: dict[str, Any]
+    env: bytes
+    rollout: dict[str, Tensor]
+    history: list[dict[str, float]]
+    episodes: list[tuple[int, float, int, bool]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``torch.save``."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        """The inverse of :meth:`to_dict`."""
+        return cls(**d)
+
+
 def streams(seed: int) -> tuple[int, torch.Generator, np.random.Generator]:
     """Independent seeds/streams for (environment resets, action sampling, minibatch order)."""
     ss = np.random.SeedSequence(seed)
@@ -155,6 +195,28 @@ def ppo_loss(policy: ActorCritic, mb: Batch, adv: Tensor, cfg: PPOConfig) -> tup
     return loss, stats
 
 
+def _capture(
+    iteration: int, result: TrainResult, policy: ActorCritic, optimizer: torch.optim.Optimizer,
+    gen: torch.Generator, mb_rng: np.random.Generator, venv: Any, state: RolloutState, start: float,
+) -> TrainState | None:
+    """The training state after ``iteration`` iterations, or None where the envs cannot be captured."""
+    env = env_state(venv)
+    if env is None:
+        return None
+    return TrainState(
+        iteration=iteration, env_steps=result.env_steps, wall_seconds=time.perf_counter() - start,
+        policy={k: v.detach().clone() for k, v in policy.state_dict().items()},
+        optimizer=copy.deepcopy(optimizer.state_dict()), action_rng=gen.get_state(),
+        minibatch_rng=copy.deepcopy(dict(mb_rng.bit_generator.state)), env=env,
+        rollout={
+            "obs": torch.as_tensor(state.obs.copy()), "ep_return": torch.as_tensor(state.ep_return.copy()),
+            "ep_length": torch.as_tensor(state.ep_length.copy()), "ep_success": torch.as_tensor(state.ep_success.copy()),
+        },
+        history=list(result.history),
+        episodes=[(e.task, e.ret, e.length, e.success) for e in result.episodes],
+    )
+
+
 def _minibatch(batch: Batch, idx: Tensor) -> Batch:
     return Batch(
         obs=batch.obs[idx], actions=batch.actions[idx], logp=batch.logp[idx], values=batch.values[idx],
@@ -171,6 +233,9 @@ def train(
     init: ActorCritic | None = None,
     logger: MetricsLogger | None = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    resume: TrainState | None = None,
+    on_state: Callable[[TrainState], None] | None = None,
+    state_every_s: float = 30.0,
 ) -> TrainResult:
     """Train with multitask PPO on ``task_indices`` of ``family``.
 
@@ -183,6 +248,12 @@ def train(
         init: a policy to fine-tune; it is copied, never modified.
         logger: receives ``train/`` metrics each iteration.
         progress: called as ``progress(iteration, num_iterations, metrics)`` after each iteration.
+        resume: a state saved by ``on_state`` in an earlier call with the same arguments: training goes
+            on from it and ends with the same weights as an uninterrupted run.
+        on_state: receives the training state after an iteration, at most every ``state_every_s``
+            seconds (0: after every iteration), so a killed training can resume; not called where the
+            environments cannot be captured (``tasks.base.env_state`` is None).
+        state_every_s: seconds between two states given to ``on_state``.
 
     Returns:
         A :class:`TrainResult`.
@@ -205,13 +276,28 @@ def train(
         bounds = (np.asarray(family.action_space.low), np.asarray(family.action_space.high))  # type: ignore[attr-defined]
 
     venv = family.make_vec(tasks, cfg.envs_per_task)
-    state = RolloutState.start(venv, env_seed)
     result = TrainResult(policy, tasks, 0, 0.0)
+    first = 0
+    if resume is None:
+        state = RolloutState.start(venv, env_seed)
+    else:
+        policy.load_state_dict(resume.policy)
+        optimizer.load_state_dict(resume.optimizer)
+        gen.set_state(resume.action_rng)
+        mb_rng.bit_generator.state = resume.minibatch_rng
+        venv.set_state(resume.env)  # type: ignore[attr-defined]
+        r = resume.rollout
+        state = RolloutState(r["obs"].numpy(), r["ep_return"].numpy(), r["ep_length"].numpy(), r["ep_success"].numpy())
+        first = resume.iteration
+        result.env_steps = resume.env_steps
+        result.history = list(resume.history)
+        result.episodes = [Episode(int(t), float(ret), int(n), bool(ok)) for t, ret, n, ok in resume.episodes]
     batch_size = cfg.batch_size(len(tasks))
     mb_size = max(1, batch_size // cfg.num_minibatches)
-    start = time.perf_counter()
+    start = time.perf_counter() - (resume.wall_seconds if resume is not None else 0.0)
+    last_state = time.perf_counter()
     try:
-        for it in range(iterations):
+        for it in range(first, iterations):
             if cfg.anneal_lr:
                 optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
             batch = collect(policy, venv, state, cfg.num_steps, cfg.gamma, cfg.gae_lambda, gen, bounds)
@@ -244,6 +330,11 @@ def train(
                 logger.log(result.env_steps, metrics)
             if progress is not None:
                 progress(it + 1, iterations, metrics)
+            if on_state is not None and it + 1 < iterations and time.perf_counter() - last_state >= state_every_s:
+                captured = _capture(it + 1, result, policy, optimizer, gen, mb_rng, venv, state, start)
+                if captured is not None:
+                    on_state(captured)
+                last_state = time.perf_counter()
     finally:
         venv.close()
     result.wall_seconds = time.perf_counter() - start

@@ -12,6 +12,8 @@ last observation of the finished one in ``final_obs`` (needed to bootstrap trunc
 
 from __future__ import annotations
 
+import pickle
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -267,8 +269,28 @@ class GymnasiumTaskVecEnv:
             success=success,
         )
 
+    def get_state(self) -> bytes:
+        """The environments' internal state (physics, RNGs, time-limit counters), pickled."""
+        return pickle.dumps(self._env.envs)
+
+    def set_state(self, state: bytes) -> None:
+        """Restore a state from :meth:`get_state` (same family, tasks and envs per task)."""
+        self._env.envs = pickle.loads(state)
+
     def close(self) -> None:
         self._env.close()
+
+
+def env_state(venv: TaskVecEnv) -> bytes | None:
+    """The pickled internal state of ``venv`` for resuming training mid-run, or None where its
+    environments cannot be captured (no ``get_state``, or unpicklable simulators such as Box2D)."""
+    get = getattr(venv, "get_state", None)
+    if get is None:
+        return None
+    try:
+        return typing.cast(bytes, get())
+    except Exception:  # noqa: BLE001 — any simulator that cannot be pickled: resume from the start
+        return None
 
 
 def _env_thunk(family: TaskFamily, i: int) -> Callable[[], gym.Env[Any, Any]]:

@@ -14,6 +14,7 @@ and some conflict").
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,6 +97,7 @@ class CartPoleTaskVecEnv:
         done = terminated | truncated
         final = np.zeros((self.num_envs, self._ids.shape[1] + 4), dtype=np.float32)
         if done.any():
+            assert env.state is not None  # set by reset
             final[done] = with_task_id(obs[done], self._ids[done])
             # Same-step autoreset: draw the new initial states now, exactly as CartPoleVectorEnv
             # would on the next step, and clear its pending-reset flags.
@@ -110,6 +112,14 @@ class CartPoleTaskVecEnv:
             truncated=truncated,
             final_obs=final,
         )
+
+    def get_state(self) -> bytes:
+        """The vector env's internal state (physics, RNG, step counters), pickled."""
+        return pickle.dumps(self._env)
+
+    def set_state(self, state: bytes) -> None:
+        """Restore a state from :meth:`get_state`."""
+        self._env = pickle.loads(state)
 
     def close(self) -> None:
         self._env.close()

@@ -120,7 +120,7 @@ def _env_class() -> type:
     from highway_env.envs.common.observation import KinematicObservation
     from highway_env.envs.highway_env import HighwayEnvFast
 
-    class FastKinematicObservation(KinematicObservation):  # type: ignore[misc]
+    class FastKinematicObservation(KinematicObservation):
         def __init__(self, env: Any, **config: Any) -> None:
             super().__init__(env, **config)
             if list(self.features) != list(FEATURES) or self.absolute or not (self.normalize and self.clip):
@@ -148,7 +148,7 @@ def _env_class() -> type:
                     out[:filled, col] = np.clip(vals, -1.0, 1.0)
             return out.astype(np.float32)
 
-    class Env(HighwayEnvFast):  # type: ignore[misc]
+    class Env(HighwayEnvFast):
         def define_spaces(self) -> None:
             super().define_spaces()
             obs_cfg = {k: v for k, v in self.config["observation"].items() if k != "type"}

@@ -125,7 +125,7 @@ class MetaWorldTaskVecEnv(GymnasiumTaskVecEnv):
         self.copy_index = np.tile(np.arange(envs_per_task), len(task_indices))
 
     def reset(self, seed: int) -> np.ndarray:
-        seeds = [env_seed(seed, int(t), int(c)) for t, c in zip(self.task_index, self.copy_index, strict=True)]
+        seeds: list[int | None] = [env_seed(seed, int(t), int(c)) for t, c in zip(self.task_index, self.copy_index, strict=True)]
         obs, _ = self._env.reset(seed=seeds)
         return with_task_id(obs, self._ids)
 
