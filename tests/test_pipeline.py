@@ -122,3 +122,21 @@ def test_run_bad_input(tmp_path):
     )
     assert p.returncode == 2 and p.stderr.strip() == "error: l2=-1.0 must be positive"
     assert not (tmp_path / "b").exists()
+
+
+def test_an_unregistered_family_object_runs_end_to_end_with_the_serial_executor(tmp_path):
+    """The serial path uses the family object it was given; nothing rebuilds it by name (issue #10)."""
+    family = tasks.from_gymnasium(
+        "CartPole-v1", params=[{"length": 0.5}, {"length": 1.0}, {"length": 0.5}, {"length": 1.0}],
+        name="unregistered-cartpole-test", set_attributes=True, train_steps={"smoke": 2048},
+    )
+    assert "unregistered-cartpole-test" not in tasks.names()
+    cfg = pipeline.RunConfig(
+        k=2, preset="smoke",
+        features=pipeline.FeatureConfig(samples_per_task=32, d=16, envs_per_task=1),
+        estimate=pipeline.EstimateConfig(episodes=1),
+        groups=pipeline.GroupConfig(total_steps=2048, eval_episodes=1),
+    )
+    res = pipeline.run(family, cfg, tmp_path / "run")
+    assert res.groups is not None and sorted(i for g in res.groups for i in g) == [0, 1, 2, 3]
+    assert res.group_scores is not None and set(res.group_scores) == {0, 1, 2, 3}

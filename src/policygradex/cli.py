@@ -5,6 +5,9 @@ Every command prints bad input as one line, ``error: ...``, and exits with statu
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +17,7 @@ from typing import Annotated, Any
 import tyro
 
 from policygradex.config import Preset, RunConfig, Stage
-from policygradex.errors import PolicyGradExError
+from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
 from policygradex.threads import torch_threads
 
@@ -232,7 +235,7 @@ def cmd_train(cmd: TrainCmd) -> None:
     ppo, policy_cfg, task_idx = resolve_train(
         family, cmd.preset, total_steps=cmd.total_steps, envs_per_task=cmd.envs_per_task,
         learning_rate=cmd.learning_rate, depth=cmd.depth, width=cmd.width, eval_episodes=cmd.eval_episodes,
-        task_indices=cmd.tasks,
+        task_indices=cmd.tasks, seed=cmd.seed,
     )
     init = load_checkpoint(cmd.init, family).policy if cmd.init is not None else None
     config = {
@@ -270,10 +273,14 @@ def _print_eval(family, score: dict[int, float], metric: str) -> None:
 
 def cmd_evaluate(cmd: EvaluateCmd) -> None:
     from policygradex import tasks
+    from policygradex.config import check_seed
     from policygradex.io import write_json
     from policygradex.rl.checkpoint import load_checkpoint
     from policygradex.rl.evaluate import evaluate
 
+    check_seed(cmd.seed)
+    if cmd.episodes < 1:
+        raise ConfigError(f"--episodes {cmd.episodes} must be at least 1")
     ckpt = load_checkpoint(cmd.checkpoint)
     family = tasks.make(ckpt.family)
     load_checkpoint(cmd.checkpoint, family)  # checks version and shapes
@@ -416,15 +423,76 @@ HANDLERS: dict[type, Callable[[Any], None]] = {
 """Sub-command → handler: the whole dispatch of the command line."""
 
 
+_BORDER = "│╭╰╮╯"
+
+
+def parse_error_line(box: str) -> str:
+    """One sentence from the box tyro prints for a command line it cannot parse.
+
+    >>> parse_error_line("╭─ Value error ─╮\n│ Error parsing --k: invalid literal for int() with base 10: '2.5' │\n╰─╯")
+    "--k: '2.5' is not an integer"
+    """
+    # tyro draws a box on a terminal and plain lines with "---" rules elsewhere: both are read here
+    sections: list[list[str]] = [[]]
+    for raw in box.splitlines():
+        line = raw.strip().strip(_BORDER).strip()
+        if line and set(line) <= set("─-═ ") or (line.startswith("─") and line.endswith("─")):
+            sections.append([])
+        elif line:
+            sections[-1].append(line)
+    body = [s for s in sections if s]
+    if body and len(body[0]) == 1 and ":" not in body[0][0] and len(body) > 1:
+        body = body[1:]  # the box's title ("Value error", "Required options", ...)
+    if not body:
+        return "the command line could not be parsed; see `policygradex --help`"
+    first = " ".join(body[0]).split(" Got errors:")[0].strip()
+    hint = next((" ".join(s) for s in body[1:] if s[0].startswith("For full helptext")), "")
+    help_cmd = re.sub(r"^For full helptext, (run|see):?\s*", "", hint).strip()
+    m = re.match(r"Error parsing (\S+): (.*)$", first)
+    if m:
+        option, why = m.groups()
+        value = re.findall(r"'([^']*)'|\['([^']*)'\]", why)
+        got = next((a or b for a, b in value[::-1]), None)
+        if "int()" in why or "INT" in why:
+            first = f"{option}: {got!r} is not an integer"
+        elif "float" in why or "FLOAT" in why:
+            first = f"{option}: {got!r} is not a number"
+        else:
+            first = f"{option}: {why}"
+    elif first.startswith("Missing from"):
+        options = ", ".join(line for line in body[0] if line.startswith("--"))
+        first = body[0][0].replace("Missing from", "missing option for").rstrip(":") + f": {options}"
+    elif first.startswith("Unrecognized options"):
+        first = first.replace("Unrecognized options", "unrecognized argument(s)").split(" Available subcommands")[0]
+        if len(body) > 1 and body[1][0].startswith("Available subcommands"):
+            first += "; " + " ".join(body[1]).replace("Available subcommands", "commands are")
+    return f"{first.rstrip('.')}" + (f" (see `{help_cmd}`)" if help_cmd else "")
+
+
+def _parse(argv: list[str] | None) -> object:
+    """The command for ``argv``; a parse error raises :class:`PolicyGradExError` with one line."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return tyro.cli(Command, args=argv, prog="policygradex", description="PolicyGradEx: task grouping for multitask RL.")
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        raise PolicyGradExError(parse_error_line(err.getvalue())) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``policygradex`` command. Returns the exit status."""
     try:
         # inside the try: configs validate themselves while tyro builds them
-        cmd = tyro.cli(Command, args=argv, prog="policygradex", description="PolicyGradEx: task grouping for multitask RL.")
+        cmd = _parse(argv)
         with torch_threads(getattr(cmd, "threads", None)):
             HANDLERS[type(cmd)](cmd)
     except PolicyGradExError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output that cannot be written (permissions, a full disk, a file in the path)
+        print(f"error: {e.strerror or e}: {e.filename!r}; choose another --out or free the path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

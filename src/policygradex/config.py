@@ -43,6 +43,13 @@ TRUTH_SEED_KEY = 4242
 """derive_seed(run_seed, TRUTH_SEED_KEY, l): the PPO seed of the ground-truth fine-tuning of subset l."""
 
 
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if it is a valid seed (an integer ≥ 0), else a one-line ConfigError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{name}={seed!r} must be an integer ≥ 0")
+    return seed
+
+
 def derive_seed(run_seed: int, *keys: int) -> int:
     """A seed in [0, 2³¹) for the stream named by ``keys`` within a run seeded ``run_seed``.
 
@@ -191,6 +198,7 @@ class RunConfig:
     """Worker processes for the 'process' executor."""
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.k < 1:
             raise ConfigError(f"k={self.k} must be at least 1")
         if self.workers < 1:
@@ -306,6 +314,13 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
         samples_per_task=cfg.features.samples_per_task or (512 if smoke else 2048),
         d=cfg.features.d, envs_per_task=cfg.features.envs_per_task,
     )
+    gc = cfg.groups
+    largest = n - cfg.k + 1  # the largest group a partition into k non-empty groups can hold
+    if gc.total_steps is not None and gc.total_steps < meta_ppo.batch_size(largest):
+        raise ConfigError(
+            f"groups.total_steps={gc.total_steps} is less than one rollout for a group of up to {largest} tasks "
+            f"({meta_ppo.batch_size(largest)} steps); raise it"
+        )
     return ResolvedRun(
         command="run", family=FamilyInfo.of(family), k=cfg.k, seed=cfg.seed, preset=cfg.preset, method=cfg.method,
         meta=ResolvedMeta(ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width)),

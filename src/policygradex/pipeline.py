@@ -48,6 +48,7 @@ from policygradex.rl.checkpoint import load_checkpoint
 from policygradex.rl.policy import PolicyConfig
 from policygradex.rl.ppo import PPOConfig
 from policygradex.rundir import RunStore, config_path, open_run_dir, read_config
+from policygradex.tasks import FamilyRef
 from policygradex.tasks.base import TaskFamily
 from policygradex.threads import torch_threads
 
@@ -220,7 +221,7 @@ def _score_rollouts(run: Run, subsets: list[tuple[int, ...]], deltas: np.ndarray
     todo = [c for c in starts if not run.store.chunk_path(c).exists()]
     jobs = [
         ScoreJob(
-            checkpoint=str(run.store.meta_checkpoint), family=run.family.name,
+            checkpoint=str(run.store.meta_checkpoint), family=job_family(run),
             subsets=tuple((l, subsets[l]) for l in distinct[c : c + e.chunk]),
             deltas=deltas[distinct[c : c + e.chunk]], episodes=e.episodes, seed=stage_seed(run.seed, "estimate"),
         )
@@ -238,6 +239,12 @@ def _score_rollouts(run: Run, subsets: list[tuple[int, ...]], deltas: np.ndarray
         for a, b, v in run.store.load_chunk(c)["rows"]:
             scored[(int(a), int(b))] = float(v)
     return expand_rows(subsets, scored)
+
+
+def job_family(run: Run, executor: str | None = None) -> FamilyRef:
+    """The family as work items carry it: the object itself for the serial executor (so a family that
+    is not in the registry works), its registry name for worker processes, which rebuild it."""
+    return run.family if (executor or run.config.executor) == "serial" else run.family.name
 
 
 def load_scores(run: Run, which: str = "estimate") -> tuple[np.ndarray, np.ndarray]:
@@ -293,7 +300,7 @@ def train_groups(run: Run, groups: list[list[int]], baseline: str | None, stage:
         run.store.require(run.store.meta_checkpoint, "meta")
     jobs = [
         GroupJob(
-            directory=str(run.store.group_dir(g, baseline)), family=run.family.name, tasks=tuple(members),
+            directory=str(run.store.group_dir(g, baseline)), family=job_family(run), tasks=tuple(members),
             ppo=asdict(group_ppo(run.config, len(members))), policy=asdict(run.config.meta.policy),
             seed=derive_seed(run.seed, GROUP_SEED_KEY, g), eval_episodes=gc.eval_episodes,
             init=str(run.store.meta_checkpoint) if gc.init == "meta" else None,
@@ -385,7 +392,7 @@ class GroupJob:
     """One group policy to train (picklable, for any executor)."""
 
     directory: str
-    family: str
+    family: FamilyRef
     tasks: tuple[int, ...]
     ppo: dict[str, Any]
     policy: dict[str, Any]
@@ -399,7 +406,7 @@ def train_group(job: GroupJob) -> str:
     from policygradex import tasks
     from policygradex.training import train_into
 
-    family = tasks.make(job.family)
+    family = tasks.resolve(job.family)
     init = load_checkpoint(job.init, family).policy if job.init else None
     train_into(
         job.directory, family, job.tasks, PPOConfig(**job.ppo), PolicyConfig(**job.policy), job.seed,

@@ -205,7 +205,7 @@ class RunStore:
 
     def load_meta_eval(self) -> dict[str, Any]:
         """θ*'s evaluation (``EvalResult.to_dict()`` and counters)."""
-        return self._json(eval_path(self.meta_dir), "meta")
+        return self.load_eval(self.meta_dir, "meta")
 
     # ---- features ---------------------------------------------------------------------------------
     def feature_path(self, i: int) -> Path:
@@ -229,9 +229,27 @@ class RunStore:
         write_json(self.projection_path, projection)
 
     def load_features(self, n: int) -> dict[int, dict[str, torch.Tensor]]:
-        """The stored features of tasks 0..n−1."""
-        self.require(self.projection_path, "features")
-        return {i: self._torch(self.feature_path(i), "features") for i in range(n)}
+        """The stored features of tasks 0..n−1 (grads [N, d], advantages [N], logp [N], obs, actions).
+
+        Raises:
+            PolicyGradExError: a missing, corrupt or inconsistent file (shapes, non-finite values).
+        """
+        d = int(self.load_projection()["d"])
+        out = {}
+        for i in range(n):
+            path = self.feature_path(i)
+            f = self._torch(path, "features")
+            ok = isinstance(f, dict) and all(isinstance(f.get(k), torch.Tensor) for k in ("grads", "advantages", "logp"))
+            if ok:
+                g, a = f["grads"], f["advantages"]
+                ok = g.ndim == 2 and g.shape[1] == d and a.shape == (g.shape[0],) and bool(torch.isfinite(g).all())
+            if not ok:
+                raise PolicyGradExError(
+                    f"{str(path)!r} does not hold task {i}'s features (grads [N, {d}], advantages [N], logp [N]); "
+                    f"delete the features/ folder and rerun `{self.command_for('features')}`"
+                )
+            out[i] = f
+        return out
 
     def load_projection(self) -> dict[str, Any]:
         """``{"p", "d", "seed", "kind", "seconds"}``."""
@@ -253,7 +271,15 @@ class RunStore:
     def load_subsets(self) -> list[tuple[int, ...]]:
         """The subsets' task tuples, in index order."""
         data = self._json(self.subsets_path, "subsets")
-        return [tuple(int(i) for i in s["tasks"]) for s in data["subsets"]]
+        try:
+            subsets = [tuple(int(i) for i in s["tasks"]) for s in data["subsets"]]
+        except (KeyError, TypeError, ValueError):
+            subsets = []
+        if not subsets or any(not s for s in subsets):
+            raise PolicyGradExError(
+                f"{str(self.subsets_path)!r} holds no valid subsets; delete it and rerun `{self.command_for('subsets')}`"
+            )
+        return subsets
 
     # ---- surrogate fits ---------------------------------------------------------------------------
     @property
@@ -279,7 +305,12 @@ class RunStore:
     def load_weights(self) -> torch.Tensor:
         """The fitted weights [m, d]."""
         self.require(self.fit_path, "estimate")
-        return self._torch(self.weights_path, "estimate")
+        w = self._torch(self.weights_path, "estimate")
+        if not isinstance(w, torch.Tensor) or w.ndim != 2 or not bool(torch.isfinite(w).all()):
+            raise PolicyGradExError(
+                f"{str(self.weights_path)!r} is not a finite [m, d] tensor; delete it and rerun `{self.command_for('estimate')}`"
+            )
+        return w
 
     def fit_seconds(self) -> float:
         """Compute time of the fits."""
@@ -386,8 +417,14 @@ class RunStore:
         return (self.dir / "groups" if baseline is None else self.dir / "baselines" / baseline) / str(g)
 
     def load_eval(self, directory: Path, stage: str = "groups") -> dict[str, Any]:
-        """The evaluation of the policy trained in ``directory``."""
-        return self._json(eval_path(directory), stage)
+        """The evaluation of the policy trained in ``directory`` (``mean_return`` etc. by task)."""
+        path = eval_path(directory)
+        ev = self._json(path, stage)
+        if not isinstance(ev, dict) or not isinstance(ev.get("mean_return"), dict):
+            raise PolicyGradExError(
+                f"{str(path)!r} is not an evaluation; delete {str(directory)!r} and rerun `{self.command_for(stage)}`"
+            )
+        return ev
 
     # ---- results and report -------------------------------------------------------------------------
     @property

@@ -27,11 +27,19 @@ from policygradex.errors import ConfigError
 from policygradex.execute import make_executor
 from policygradex.gradex.subsets import first_occurrences
 from policygradex.io import write_json, write_text
-from policygradex.pipeline import Run, estimate_compute_seconds, expand_rows, load_scores, train_groups
+from policygradex.pipeline import (
+    Run,
+    estimate_compute_seconds,
+    expand_rows,
+    job_family,
+    load_scores,
+    train_groups,
+)
 from policygradex.rl.checkpoint import load_checkpoint
 from policygradex.rl.policy import log_prob
 from policygradex.rl.ppo import PPOConfig
 from policygradex.rundir import open_run_dir
+from policygradex.tasks import FamilyRef
 
 
 # ---- approximation error -----------------------------------------------------------------------------
@@ -97,7 +105,7 @@ class TruthJob:
     """Fine-tune θ* on one subset and score it (picklable)."""
 
     checkpoint: str
-    family: str
+    family: FamilyRef
     index: int
     tasks: tuple[int, ...]
     ppo: dict[str, Any]
@@ -115,12 +123,12 @@ def fine_tune_and_score(job: TruthJob) -> str:
     from policygradex.rl.ppo import train
 
     start = time.perf_counter()
-    family = tasks.make(job.family)
+    family = tasks.resolve(job.family)
     ckpt = load_checkpoint(job.checkpoint, family)
     res = train(family, job.tasks, PPOConfig(**job.ppo), job.seed, init=ckpt.policy)
     delta = flatten(res.policy.actor_params()) - flatten(ckpt.policy.actor_params())
     # Scored through the same function as the estimate: π at θ* + Δθ, same task seeds, same episodes.
-    scored = score_rollouts(ScoreJob(job.checkpoint, job.family, ((job.index, job.tasks),), delta.numpy()[None], job.episodes, job.score_seed))
+    scored = score_rollouts(ScoreJob(job.checkpoint, family, ((job.index, job.tasks),), delta.numpy()[None], job.episodes, job.score_seed))
     write_json(job.out, {
         "index": job.index, "tasks": list(job.tasks), "rows": scored["rows"], "env_steps": res.env_steps,
         "seconds": time.perf_counter() - start, "relative_distance": float(delta.norm() / flatten(ckpt.policy.actor_params()).norm()),
@@ -144,6 +152,9 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
     store, cfg = run.store, run.config
     subsets = store.load_subsets()
     first = first_occurrences(subsets)
+    for s in first:  # every budget checked before anything is written
+        fine_tune_ppo(cfg, len(s), total_steps).num_iterations(len(s))
+    ex = make_executor(executor or cfg.executor, workers or cfg.workers)  # type: ignore[arg-type]
     open_run_dir(store.ground_truth_dir, {
         "command": "ground-truth",
         "total_steps": total_steps,
@@ -156,10 +167,9 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
         if out.exists():
             continue
         jobs.append(TruthJob(
-            str(store.meta_checkpoint), run.family.name, l, s, asdict(fine_tune_ppo(cfg, len(s), total_steps)),
+            str(store.meta_checkpoint), job_family(run, executor), l, s, asdict(fine_tune_ppo(cfg, len(s), total_steps)),
             derive_seed(run.seed, TRUTH_SEED_KEY, l), stage_seed(run.seed, "estimate"), cfg.estimate.episodes, str(out),
         ))
-    ex = make_executor(executor or cfg.executor, workers or cfg.workers)  # type: ignore[arg-type]
     total = len(first)
     done = total - len(jobs)
     if progress:

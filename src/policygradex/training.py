@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from policygradex.config import check_seed
 from policygradex.errors import ConfigError
 from policygradex.io import atomic_path, read_json, write_json
 from policygradex.metrics import MetricsLogger
@@ -151,6 +152,7 @@ def resolve_train(
     width: int = 64,
     eval_episodes: int = 20,
     task_indices: Sequence[int] | None = None,
+    seed: int = 0,
 ) -> tuple[PPOConfig, PolicyConfig, list[int]]:
     """The configuration of ``policygradex train`` (and of the same training from Python): the family's
     PPO settings for ``preset`` with the given overrides, the architecture and the checked task indices.
@@ -163,6 +165,7 @@ def resolve_train(
     )
     if eval_episodes < 1:
         raise ConfigError(f"--eval-episodes {eval_episodes} must be at least 1")
+    check_seed(seed)
     policy_cfg = PolicyConfig(depth=depth, width=width)
     tasks = family.check_indices(task_indices if task_indices is not None else range(family.n))
     ppo.num_iterations(len(tasks))  # refuse a budget below one rollout before creating anything

@@ -28,6 +28,7 @@ from policygradex.errors import ConfigError
 from policygradex.gradex.features import perturbed_policy
 from policygradex.rl.checkpoint import Checkpoint, load_checkpoint
 from policygradex.rl.evaluate import evaluate
+from policygradex.tasks.base import TaskFamily
 
 ScoreMode = Literal["rollout", "surrogate"]
 
@@ -53,7 +54,7 @@ class ScoreJob:
 
     Attributes:
         checkpoint: path of θ*.
-        family: registry name of the family.
+        family: the family, or its registry name (a name for process workers, which rebuild it).
         subsets: (subset index, task indices) pairs.
         deltas: [len(subsets), p] float32 Δθ rows, in the same order.
         episodes: evaluation episodes per task.
@@ -62,7 +63,7 @@ class ScoreJob:
     """
 
     checkpoint: str
-    family: str
+    family: TaskFamily | str
     subsets: tuple[tuple[int, tuple[int, ...]], ...]
     deltas: np.ndarray
     episodes: int
@@ -70,12 +71,14 @@ class ScoreJob:
     deterministic: bool = False
 
 
-def _load(checkpoint: str, family_name: str) -> tuple[Checkpoint, object]:
+def _load(checkpoint: str, family: TaskFamily | str) -> tuple[Checkpoint, object]:
     """θ* and its family, loaded once per process per checkpoint *version* (path, size, mtime)."""
     import os
 
+    if isinstance(family, TaskFamily):  # a family object (serial executor): used as given
+        return load_checkpoint(checkpoint, family), family
     st = os.stat(checkpoint)
-    return _load_cached(checkpoint, st.st_size, st.st_mtime_ns, family_name)
+    return _load_cached(checkpoint, st.st_size, st.st_mtime_ns, family)
 
 
 @functools.lru_cache(maxsize=4)

@@ -20,11 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from policygradex.errors import ConfigError
+from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.metrics import MetricsLogger
 from policygradex.rl.policy import ActorCritic, PolicyConfig, build_policy
 from policygradex.rl.rollout import Batch, Episode, RolloutState, collect
 from policygradex.tasks.base import TaskFamily, env_state
+
+
+class TrainingDiverged(PolicyGradExError):
+    """PPO's loss or weights became non-finite; nothing of the diverged policy is saved."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +324,13 @@ def train(
                     for k, v in stats.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
+            if not all(np.isfinite(v) for v in sums.values()) or not all(
+                bool(torch.isfinite(p).all()) for p in policy.parameters()
+            ):
+                raise TrainingDiverged(
+                    f"training diverged at iteration {it + 1} of {iterations} (the loss or the weights became "
+                    f"non-finite); lower the learning rate (now {cfg.learning_rate:g}) or max_grad_norm"
+                )
             metrics = {f"train/{k}": v / count for k, v in sums.items()}
             rets = [e.ret for e in batch.episodes]
             if rets:

@@ -90,3 +90,12 @@ register("highway-meta-10-test", highway_meta_test, extra="highway")
 register("metaworld-mt10", metaworld_mt10, extra="metaworld")
 register("metaworld-mt50", metaworld_mt50, extra="metaworld")
 register("halfcheetah-vel-10", halfcheetah_vel_10, extra="mujoco")
+
+
+FamilyRef = TaskFamily | str
+"""A family given as an object (used as is) or by registry name (rebuilt with :func:`make`)."""
+
+
+def resolve(family: FamilyRef) -> TaskFamily:
+    """The family itself, or the registered family of that name."""
+    return family if isinstance(family, TaskFamily) else make(family)
