@@ -150,7 +150,9 @@ def test_no_signal_test_has_its_level() -> None:
     a, b = _planted(n, 5)
     flags = np.zeros((trials, n), dtype=bool)
     for t in range(trials):
-        noise = sigma * rng.standard_normal(held.shape[0] // 4)[np.arange(held.shape[0]) % (held.shape[0] // 4)]
+        distinct = held.shape[0] // 4
+        # A subset's copies get the same score (as with common random numbers).
+        noise = sigma * rng.standard_normal(distinct)[np.arange(held.shape[0]) % distinct]
         scores = np.where(held, 10.0 + noise[:, None], np.nan)
         scores[:, 3] = _planted_scores(held, 10 * sigma * a, b)[:, 3]  # task 3 depends on its partner
         flags[t] = no_signal_tasks(scores, held, noise=sigma).flagged

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from policygradex.errors import ConfigError
-from policygradex.gradex.scores import score_objective_change, score_surrogate
+from policygradex.gradex.scores import ObjectiveForm, score_objective_change, score_surrogate
 
 # Task 0: Â = [3, 1] → centred [1, −1]; task 1: Â = [0, 0, 3] → centred [−1, −1, 2].
 GRADS = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, -1.0]])]
@@ -41,9 +41,10 @@ def test_centring_scale_and_agreement_of_the_forms() -> None:
     # A constant added to a task's advantages (a task θ* solves: mean Â ≫ 0) changes nothing.
     shifted = [ADV[0] + 10.0, ADV[1] - 4.0]
     for form in ("linear", "exp"):
+        kind: ObjectiveForm = form  # type: ignore[assignment]
         np.testing.assert_allclose(
-            score_objective_change(WEIGHTS, SUBSETS, GRADS, shifted, SCALE, form=form),  # type: ignore[arg-type]
-            score_objective_change(WEIGHTS, SUBSETS, GRADS, ADV, SCALE, form=form),  # type: ignore[arg-type]
+            score_objective_change(WEIGHTS, SUBSETS, GRADS, shifted, SCALE, form=kind),
+            score_objective_change(WEIGHTS, SUBSETS, GRADS, ADV, SCALE, form=kind),
             atol=1e-9,
         )
     # No coef_scale means c_S = 1; the linear score is linear in c_S; for tiny steps exp → linear.

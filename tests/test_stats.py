@@ -37,7 +37,9 @@ def test_percentile_bootstrap_against_scipy() -> None:
     rng = np.random.default_rng(1)
     x = rng.exponential(10.0, 12)
     ours = bootstrap_ci(x, resamples=20_000, seed=3)
-    ref = stats.bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=20_000, method="percentile", rng=7)
+    ref = stats.bootstrap(
+        (x,), np.mean, confidence_level=0.95, n_resamples=20_000, method="percentile", rng=7
+    )
     ci = ref.confidence_interval
     width = ci.high - ci.low
     # Two independent Monte-Carlo estimates of the same quantiles agree to a few percent of the width.

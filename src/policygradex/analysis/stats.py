@@ -166,7 +166,9 @@ def paired_comparison(
     """
     x, y = _values(a, "a"), _values(b, "b")
     if x.shape != y.shape:
-        raise ConfigError(f"a has {x.size} seeds and b has {y.size}; pass both methods' values on the same seeds.")
+        raise ConfigError(
+            f"a has {x.size} seeds and b has {y.size}; pass both methods' values on the same seeds."
+        )
     if method not in ("t", "bootstrap"):
         raise ConfigError(f"method={method!r} is unknown; use 't' or 'bootstrap'.")
     d = x - y
@@ -180,4 +182,5 @@ def paired_comparison(
         else:
             t = d.mean() / (sd / np.sqrt(d.size))
             p = float(2 * stats.t.sf(abs(t), d.size - 1))
-    return PairedComparison(diff=diff, wins=float((d > 0).mean()), ties=float((d == 0).mean()), p_value=float(p))
+    wins, ties = float((d > 0).mean()), float((d == 0).mean())
+    return PairedComparison(diff=diff, wins=wins, ties=ties, p_value=float(p))

@@ -168,7 +168,9 @@ def task_model(
     m, n = values.shape
     floor = np.broadcast_to(np.asarray(noise, dtype=np.float64), (n,))
     if not (np.isfinite(floor).all() and (floor >= 0).all()):
-        raise ConfigError(f"noise={noise} must be non-negative and finite (a standard deviation in score units).")
+        raise ConfigError(
+            f"noise={noise} must be non-negative and finite (a standard deviation in score units)."
+        )
     coef = np.zeros((n, n))
     intercept = np.zeros(n)
     scale = np.zeros(n)
@@ -265,7 +267,9 @@ def no_signal_tasks(
     n = values.shape[1]
     sigma = np.broadcast_to(np.asarray(noise, dtype=np.float64), (n,))
     if not (np.isfinite(sigma).all() and (sigma >= 0).all()):
-        raise ConfigError(f"noise={noise} must be non-negative and finite (a standard deviation in score units).")
+        raise ConfigError(
+            f"noise={noise} must be non-negative and finite (a standard deviation in score units)."
+        )
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha={alpha} must lie in (0, 1), e.g. 0.05.")
     _, group = np.unique(held, axis=0, return_inverse=True)

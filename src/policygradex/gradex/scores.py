@@ -203,7 +203,9 @@ def score_objective_change(
         g = grads[i].double()
         adv = advantages[i].double()
         if g.shape[0] != adv.shape[0]:
-            raise ConfigError(f"task {i} has {g.shape[0]} gradient rows and {adv.shape[0]} advantages; they must match.")
+            raise ConfigError(
+                f"task {i} has {g.shape[0]} gradient rows and {adv.shape[0]} advantages; they must match."
+            )
         centred = adv - adv.mean()
         if form == "linear":
             direction = (centred[:, None] * g).mean(0)  # ḡ_i [d]
