@@ -243,16 +243,20 @@ def no_signal_tasks(
       "the scores are one value plus independent evaluation noise of std σ_i" does not reject at level
       α, i.e. the spread is not significantly larger than re-evaluating the same policy would give.
 
-    With ``noise = 0`` only the first two apply. Evaluation errors that are positively correlated
-    across subsets (common random numbers) make a no-signal task's spread smaller, so it is still
-    flagged; scores of merged duplicates have less noise than σ_i, which also errs towards flagging.
+    With ``noise = 0`` only the first two apply. σ_i should be the noise of the *differences* between
+    subsets, not of a score's level: with common random numbers (rollouts) or shared transitions
+    (rollout-free scores) the errors of one task's subsets are positively correlated, so the level's
+    error overstates the noise and flags tasks that do carry signal. For rollouts, estimate it by
+    re-scoring under another evaluation seed (the std over subsets of the change in the task-centred
+    scores, divided by √2); for the linear objective change, by
+    :func:`policygradex.gradex.scores.objective_change_stderr` (``centred=True``). Scores of merged
+    duplicates have less noise than σ_i, which errs towards flagging.
 
     Args:
         scores: f(S_l, i), shape ``[m, n]`` (ignored where ``membership`` is False).
         membership: shape ``[m, n]`` bool.
-        noise: scalar or ``[n]`` standard deviation of one score's evaluation error, in score units
-            (e.g. the meta-policy's per-task std of returns / √episodes, or measured by re-scoring
-            with another evaluation seed).
+        noise: scalar or ``[n]`` standard deviation of one score's evaluation error across subsets, in
+            score units (see above).
         alpha: level of the χ² test, in (0, 1).
         rel_tol: relative tolerance for "constant".
 

@@ -214,3 +214,64 @@ def score_objective_change(
             log_ratio = g @ w[rows].T  # [N_i, |rows|]
             out[rows, i] = (centred[:, None] * torch.expm1(log_ratio)).mean(0).numpy()
     return out
+
+
+def objective_change_stderr(
+    weights: Tensor,
+    subsets: Sequence[Sequence[int]],
+    grads: Sequence[Tensor],
+    advantages: Sequence[Tensor],
+    coef_scale: Tensor | None = None,
+    centred: bool = True,
+) -> np.ndarray:
+    """Standard error of the linear :func:`score_objective_change` from the finite sample of transitions.
+
+    The linear score is a mean over task i's N_i transitions of h_t = Â^c_t · g̃_tᵀ u, so its sampling
+    standard error is std_t(h_t) / √N_i (ddof 1). With ``centred`` (default) u = v_S − v̄_i, v̄_i the
+    mean of v_S over the subsets holding i: the error of f(S, i) − mean_S f(S, i), which is what the
+    affinity and :func:`policygradex.gradex.affinity.no_signal_tasks` look at. Every subset of a task is
+    scored on the same transitions, so their errors are strongly correlated and the error of the
+    differences is much smaller than that of the level (u = v_S, ``centred=False``). Pass the per-task
+    root mean square of the centred error over subsets as ``noise`` to ``no_signal_tasks``.
+
+    Transitions are treated as independent; transitions of one episode are correlated, so the true error
+    is larger (our choice: no episode-level correction, since the features do not keep episode
+    boundaries).
+
+    Args:
+        weights: [m, d] fitted coefficients w_S.
+        subsets: m task lists.
+        grads: per task, [N_i, d] projected gradients g̃_t (N_i ≥ 2).
+        advantages: per task, [N_i] advantages Â_t (raw; centred here).
+        coef_scale: optional [m] factor c_S applied to each w_S.
+        centred: the error of the score centred over the task's subsets (above), else of its level.
+
+    Returns:
+        [m, n] float64 array with the standard error for i ∈ S and NaN elsewhere.
+
+    Raises:
+        ConfigError: mismatched shapes, or a task with fewer than two transitions.
+    """
+    n = len(grads)
+    m = weights.shape[0]
+    if len(advantages) != n or len(subsets) != m or (coef_scale is not None and coef_scale.shape != (m,)):
+        raise ConfigError(
+            f"pass one advantage vector per task ({n}), one subset per weight row ({m}) and coef_scale [{m}]."
+        )
+    w = weights.double() if coef_scale is None else weights.double() * coef_scale.double()[:, None]
+    out = np.full((m, n), np.nan)
+    for i in range(n):
+        rows = [l for l, s in enumerate(subsets) if i in s]
+        if not rows:
+            continue
+        g = grads[i].double()
+        adv = advantages[i].double()
+        if g.shape[0] != adv.shape[0] or g.shape[0] < 2:
+            raise ConfigError(
+                f"task {i} has {g.shape[0]} gradient rows and {adv.shape[0]} advantages; "
+                "they must match and be at least 2."
+            )
+        v = w[rows] - w[rows].mean(0) if centred else w[rows]  # [|rows|, d]
+        h = (adv - adv.mean())[:, None] * (g @ v.T)  # [N_i, |rows|]
+        out[rows, i] = (h.std(0, unbiased=True) / np.sqrt(g.shape[0])).numpy()
+    return out
