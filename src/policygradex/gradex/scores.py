@@ -10,6 +10,11 @@ Two modes:
   f̂(S, i) = J_i(θ*) + mean_t [Â_t · (exp(g̃_tᵀ w_S) − 1)] over task i's stored transitions, using
   log π_θ̂(a|s) − log π_θ*(a|s) ≈ g̃ᵀw (exact in the projected space, paper §2.3). Milliseconds for
   all subsets; less faithful far from θ*.
+
+:func:`score_objective_change` is a third, rollout-free score (issue 12; evidence.md points 1–3): the
+first-order change of task i's surrogate objective under Δθ_S with the advantages centred per task,
+f(S, i) = c_S · mean_t (Â_t − Ā_i) g̃_tᵀ w_S. It needs no return to move, so it is non-zero wherever
+the advantages are, and it is not added to an episode return (no mixed units).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from policygradex.rl.evaluate import evaluate
 from policygradex.tasks.base import TaskFamily
 
 ScoreMode = Literal["rollout", "surrogate"]
+ObjectiveForm = Literal["linear", "exp"]
 
 
 def task_eval_seed(seed: int, task: int) -> int:
@@ -138,4 +144,137 @@ def score_surrogate(
         log_ratio = grads[i].double() @ w[rows].double().T  # [N_i, |rows|]
         gain = (advantages[i].double()[:, None] * torch.expm1(log_ratio)).mean(0)
         out[rows, i] = base_scores[i] + gain.numpy()
+    return out
+
+
+def score_objective_change(
+    weights: Tensor,
+    subsets: Sequence[Sequence[int]],
+    grads: Sequence[Tensor],
+    advantages: Sequence[Tensor],
+    coef_scale: Tensor | None = None,
+    form: ObjectiveForm = "linear",
+) -> np.ndarray:
+    """First-order change of each member task's surrogate objective under Δθ_S (issue 12).
+
+    With Â^c_t = Â_t − mean_{t'∈i} Â_{t'} (centred over task i's stored transitions; evidence.md,
+    point 1: raw GAE has mean +8…+10 on solved tasks and ≈ 0 on failing ones, which would make the
+    score mostly "does Δθ_S raise log π of the actions taken" on solved tasks) and v = c_S·w_S:
+
+    * ``"linear"`` (default): f(S, i) = mean_t Â^c_t · g̃_tᵀ v, the paper's own linearisation
+      r_t ≈ 1 + log r_t (§2.3). It equals c_S·⟨ḡ_i, w_S⟩ with ḡ_i = mean_t Â^c_t g̃_t, task i's
+      policy-gradient direction, so it is exact arithmetic on the stored features, and because every
+      Δθ_S is rescaled to the same norm the ranking of subsets within a task does not depend on
+      ``relative_norm`` (evidence.md, point 4: the step size is unstudied). It does not saturate where
+      the fitted step is large (the raw fits are 8.5–40% of ‖θ*‖).
+    * ``"exp"``: f(S, i) = mean_t Â^c_t · (exp(g̃_tᵀ v) − 1), the importance-weighted change as in
+      :func:`score_surrogate` (which, unlike this score, keeps the raw advantages and adds J_i(θ*)).
+      Kept for comparison; its second-order part mean Â^c (g̃ᵀv)²/2 grows with the step size and is
+      dominated by the few transitions with the largest |g̃ᵀv|.
+
+    J_i(θ*) is left out: it is the same for every subset of task i, so a per-task affinity removes it
+    anyway, and adding it to a per-step advantage mixes units (evidence.md, closing remark).
+
+    Args:
+        weights: [m, d] fitted coefficients w_S (Δθ_S = P w_S).
+        subsets: m task lists.
+        grads: per task, [N_i, d] projected gradients g̃_t.
+        advantages: per task, [N_i] advantages Â_t (raw; centred here).
+        coef_scale: optional [m] factor c_S applied to each w_S (the same rescaling as Δθ).
+        form: ``"linear"`` or ``"exp"`` (above).
+
+    Returns:
+        [m, n] float64 array with f(S, i) for i ∈ S and NaN elsewhere.
+
+    Raises:
+        ConfigError: an unknown ``form`` or mismatched shapes.
+    """
+    if form not in ("linear", "exp"):
+        raise ConfigError(f"form={form!r} is unknown; use 'linear' or 'exp'.")
+    n = len(grads)
+    if len(advantages) != n:
+        raise ConfigError(f"{n} tasks of gradients but {len(advantages)} of advantages; pass one per task.")
+    m = weights.shape[0]
+    if len(subsets) != m or (coef_scale is not None and coef_scale.shape != (m,)):
+        raise ConfigError(f"weights have {m} rows; pass {m} subsets and a coef_scale of shape [{m}].")
+    w = weights.double() if coef_scale is None else weights.double() * coef_scale.double()[:, None]
+    out = np.full((m, n), np.nan)
+    for i in range(n):
+        rows = [l for l, s in enumerate(subsets) if i in s]
+        if not rows:
+            continue
+        g = grads[i].double()
+        adv = advantages[i].double()
+        if g.shape[0] != adv.shape[0]:
+            raise ConfigError(
+                f"task {i} has {g.shape[0]} gradient rows and {adv.shape[0]} advantages; they must match."
+            )
+        centred = adv - adv.mean()
+        if form == "linear":
+            direction = (centred[:, None] * g).mean(0)  # ḡ_i [d]
+            out[rows, i] = (w[rows] @ direction).numpy()
+        else:
+            log_ratio = g @ w[rows].T  # [N_i, |rows|]
+            out[rows, i] = (centred[:, None] * torch.expm1(log_ratio)).mean(0).numpy()
+    return out
+
+
+def objective_change_stderr(
+    weights: Tensor,
+    subsets: Sequence[Sequence[int]],
+    grads: Sequence[Tensor],
+    advantages: Sequence[Tensor],
+    coef_scale: Tensor | None = None,
+    centred: bool = True,
+) -> np.ndarray:
+    """Standard error of the linear :func:`score_objective_change` from the finite sample of transitions.
+
+    The linear score is a mean over task i's N_i transitions of h_t = Â^c_t · g̃_tᵀ u, so its sampling
+    standard error is std_t(h_t) / √N_i (ddof 1). With ``centred`` (default) u = v_S − v̄_i, v̄_i the
+    mean of v_S over the subsets holding i: the error of f(S, i) − mean_S f(S, i), which is what the
+    affinity and :func:`policygradex.gradex.affinity.no_signal_tasks` look at. Every subset of a task is
+    scored on the same transitions, so their errors are strongly correlated and the error of the
+    differences is much smaller than that of the level (u = v_S, ``centred=False``). Pass the per-task
+    root mean square of the centred error over subsets as ``noise`` to ``no_signal_tasks``.
+
+    Transitions are treated as independent; transitions of one episode are correlated, so the true error
+    is larger (our choice: no episode-level correction, since the features do not keep episode
+    boundaries).
+
+    Args:
+        weights: [m, d] fitted coefficients w_S.
+        subsets: m task lists.
+        grads: per task, [N_i, d] projected gradients g̃_t (N_i ≥ 2).
+        advantages: per task, [N_i] advantages Â_t (raw; centred here).
+        coef_scale: optional [m] factor c_S applied to each w_S.
+        centred: the error of the score centred over the task's subsets (above), else of its level.
+
+    Returns:
+        [m, n] float64 array with the standard error for i ∈ S and NaN elsewhere.
+
+    Raises:
+        ConfigError: mismatched shapes, or a task with fewer than two transitions.
+    """
+    n = len(grads)
+    m = weights.shape[0]
+    if len(advantages) != n or len(subsets) != m or (coef_scale is not None and coef_scale.shape != (m,)):
+        raise ConfigError(
+            f"pass one advantage vector per task ({n}), one subset per weight row ({m}) and coef_scale [{m}]."
+        )
+    w = weights.double() if coef_scale is None else weights.double() * coef_scale.double()[:, None]
+    out = np.full((m, n), np.nan)
+    for i in range(n):
+        rows = [l for l, s in enumerate(subsets) if i in s]
+        if not rows:
+            continue
+        g = grads[i].double()
+        adv = advantages[i].double()
+        if g.shape[0] != adv.shape[0] or g.shape[0] < 2:
+            raise ConfigError(
+                f"task {i} has {g.shape[0]} gradient rows and {adv.shape[0]} advantages; "
+                "they must match and be at least 2."
+            )
+        v = w[rows] - w[rows].mean(0) if centred else w[rows]  # [|rows|, d]
+        h = (adv - adv.mean())[:, None] * (g @ v.T)  # [N_i, |rows|]
+        out[rows, i] = (h.std(0, unbiased=True) / np.sqrt(g.shape[0])).numpy()
     return out

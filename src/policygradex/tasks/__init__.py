@@ -22,6 +22,7 @@ from policygradex.tasks.highway import highway_10, highway_meta_test, highway_me
 from policygradex.tasks.lunarlander import lunarlander_10, lunarlander_meta_test, lunarlander_meta_train
 from policygradex.tasks.metaworld import metaworld_mt10, metaworld_mt50
 from policygradex.tasks.mujoco_vel import halfcheetah_vel_10
+from policygradex.tasks.sparse import planted_sparse
 from policygradex.tasks.toy import planted_toy
 
 __all__ = [
@@ -81,6 +82,7 @@ register("cartpole-10", cartpole_10)
 register("cartpole-meta-10", cartpole_meta_train)
 register("cartpole-meta-10-test", cartpole_meta_test)
 register("planted-toy", planted_toy)
+register("planted-sparse", planted_sparse)
 register("lunarlander-10", lunarlander_10, extra="box2d")
 register("lunarlander-meta-10", lunarlander_meta_train, extra="box2d")
 register("lunarlander-meta-10-test", lunarlander_meta_test, extra="box2d")
