@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from policygradex.config import Preset, RunConfig, Stage
+from policygradex.config import BudgetRule, Preset, RunConfig, Stage
 from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
 from policygradex.threads import torch_threads
@@ -156,6 +156,9 @@ class GroundTruthCmd(StageCmd):
     """Override the run's executor."""
     workers: int | None = None
     """Override the run's worker count."""
+    seed: int = 0
+    """Truth seed: 0 is the ground truth the estimate is compared with; another seed repeats it with other
+    training seeds and evaluation episodes (ground_truth_seed<s>/), for `policygradex noise-ceiling`."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,36 @@ class CompareGroupingsCmd(StageCmd):
 
     random_seeds: int = 2
     """Random groupings to average."""
+    budget: BudgetRule | None = None
+    """Group budget rule for every grouping (default: the run's): 'proportional' (meta budget × size / n)
+    or 'equal' (meta budget / k)."""
+
+
+@dataclass(frozen=True)
+class NoiseCeilingCmd(StageCmd):
+    """How well the ground truth agrees with itself (ground-truth with --seed 0 and --seed 1): NMI of the
+    two true clusterings, Spearman overall and within task, affinity correlation (noise_ceiling.json)."""
+
+
+@dataclass(frozen=True)
+class CompareSeedsCmd:
+    """Repeat the pipeline and compare-groupings over several seeds (OUT/seed_<s>/), then every grouping's
+    mean with a 95% confidence interval and the estimated grouping against each baseline paired by seed
+    (OUT/comparison.json)."""
+
+    family: str = "cartpole-10"
+    """Task family (see `policygradex families`)."""
+    out: Path = Path("runs/compare")
+    """Folder of the per-seed runs."""
+    config: Annotated[RunConfig, tyro.conf.arg(name="")] = field(default_factory=RunConfig)
+    seeds: int = 5
+    """Number of seeds (0..seeds−1; at least 2 for an interval)."""
+    random_seeds: int = 2
+    """Random groupings per seed."""
+    budget: BudgetRule | None = None
+    """Group budget rule (default: the configuration's)."""
+    threads: int = 1
+    """Torch CPU threads in this process."""
 
 
 Command = (
@@ -187,6 +220,8 @@ Command = (
     | Annotated[GroundTruthCmd, tyro.conf.subcommand("ground-truth")]
     | Annotated[AgreementCmd, tyro.conf.subcommand("agreement")]
     | Annotated[CompareGroupingsCmd, tyro.conf.subcommand("compare-groupings")]
+    | Annotated[NoiseCeilingCmd, tyro.conf.subcommand("noise-ceiling")]
+    | Annotated[CompareSeedsCmd, tyro.conf.subcommand("compare-seeds")]
 )
 
 
@@ -385,7 +420,7 @@ def _approx_error(cmd: ApproxErrorCmd, run, progress) -> None:
 def _ground_truth(cmd: GroundTruthCmd, run, progress) -> None:
     from policygradex import studies
 
-    gt = studies.ground_truth(run, cmd.total_steps, cmd.executor, cmd.workers, progress=progress)
+    gt = studies.ground_truth(run, cmd.total_steps, cmd.executor, cmd.workers, progress=progress, seed=cmd.seed)
     print(f"true groups: {gt['groups']} ({gt['distinct_subsets']} subsets fine-tuned, {gt['compute_seconds']:.0f} s)")
 
 
@@ -400,9 +435,40 @@ def _agreement(cmd: AgreementCmd, run, progress) -> None:
 def _compare_groupings(cmd: CompareGroupingsCmd, run, progress) -> None:
     from policygradex import studies
 
-    cg = studies.compare_groupings(run, seeds=cmd.random_seeds, progress=progress)
+    cg = studies.compare_groupings(run, seeds=cmd.random_seeds, progress=progress, budget=cmd.budget)
     for name, r in cg["partitions"].items():
         print(f"{name:22s} mean {r['mean']:.3f}  groups {r['groups']}")
+
+
+def _noise_ceiling(cmd: NoiseCeilingCmd, run, progress) -> None:
+    from policygradex import studies
+
+    nc = studies.noise_ceiling(run)
+    print(f"ground truth vs itself: NMI {nc['nmi']:.3f} (random {nc['nmi_random']:.3f}), spearman {nc['spearman']}, "
+          f"within task {nc['spearman_within_task']}, affinity correlation {nc['affinity_correlation']}")
+
+
+def cmd_compare_seeds(cmd: CompareSeedsCmd) -> None:
+    from policygradex import studies, tasks
+
+    if cmd.seeds < 1:
+        raise ConfigError(f"--seeds {cmd.seeds} must be at least 1")
+    if cmd.random_seeds < 1:
+        raise ConfigError(f"--random-seeds {cmd.random_seeds} must be at least 1")
+    family = tasks.make(cmd.family)
+    from policygradex.config import resolve
+
+    resolve(family, cmd.config)  # every value checked before the first run starts
+    bars = _StageBars()
+    try:
+        res = studies.compare_over_seeds(family, cmd.config, cmd.out, list(range(cmd.seeds)), cmd.random_seeds,
+                                         cmd.budget, progress=bars)
+    finally:
+        bars.close()
+    for name, s in res["summary"].items():
+        ci = "" if s["ci95"] is None else f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
+        print(f"{name:22s} mean {s['mean']:.3f}{ci}")
+    print(f"wrote {cmd.out}/comparison.json")
 
 
 HANDLERS: dict[type, Callable[[Any], None]] = {
@@ -419,6 +485,8 @@ HANDLERS: dict[type, Callable[[Any], None]] = {
     GroundTruthCmd: _study(_ground_truth),
     AgreementCmd: _study(_agreement),
     CompareGroupingsCmd: _study(_compare_groupings),
+    NoiseCeilingCmd: _study(_noise_ceiling),
+    CompareSeedsCmd: cmd_compare_seeds,
 }
 """Sub-command → handler: the whole dispatch of the command line."""
 
@@ -491,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyGradExError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): not an error of the command
+        return 0
     except OSError as e:  # an output that cannot be written (permissions, a full disk, a file in the path)
         print(f"error: {e.strerror or e}: {e.filename!r}; choose another --out or free the path", file=sys.stderr)
         return 2

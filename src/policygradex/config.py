@@ -22,15 +22,16 @@ import numpy as np
 
 from policygradex.errors import ConfigError
 from policygradex.execute import ExecutorKind
+from policygradex.gradex.affinity import AffinityMode
+from policygradex.gradex.scores import ScoreMode
 from policygradex.rl.policy import PolicyConfig
 from policygradex.rl.ppo import PPOConfig, ppo_config_for
 from policygradex.tasks.base import TaskFamily
 
 Preset = Literal["default", "smoke"]
-AffinityMode = Literal["task", "aggregate"]
-ScoreMode = Literal["rollout", "surrogate"]
 ClusterMethod = Literal["sdp", "spectral", "exhaustive"]
 GroupInit = Literal["meta", "scratch"]
+BudgetRule = Literal["proportional", "equal"]
 STAGES = ("meta", "features", "subsets", "estimate", "affinity", "cluster", "groups", "report")
 Stage = Literal["meta", "features", "subsets", "estimate", "affinity", "cluster", "groups", "report"]
 
@@ -40,7 +41,11 @@ Stage = Literal["meta", "features", "subsets", "estimate", "affinity", "cluster"
 GROUP_SEED_KEY = 99
 """derive_seed(run_seed, GROUP_SEED_KEY, g): the PPO seed of group policy g (estimated and baseline groupings)."""
 TRUTH_SEED_KEY = 4242
-"""derive_seed(run_seed, TRUTH_SEED_KEY, l): the PPO seed of the ground-truth fine-tuning of subset l."""
+"""derive_seed(run_seed, TRUTH_SEED_KEY, l): the PPO seed of the ground-truth fine-tuning of subset l
+(derive_seed(run_seed, TRUTH_SEED_KEY, l, s) for the truth replicate with seed s > 0)."""
+TRUTH_EVAL_SEED_KEY = 1_000_000
+"""derive_seed(run_seed, TRUTH_SEED_KEY, TRUTH_EVAL_SEED_KEY, s): evaluation seed of truth replicate s > 0
+(replicate 0 is scored with the estimate's own episodes)."""
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
@@ -127,11 +132,14 @@ class EstimateConfig:
     relative_norm: float | None = 0.05
     """Rescale every Δθ_S to this fraction of ‖θ*‖ (None: keep the fitted norm)."""
     score: ScoreMode = "rollout"
-    """How f(S, i) is measured: rollouts of θ* + Δθ_S, or the rollout-free first-order estimate."""
+    """How f(S, i) is measured: 'rollout' (returns of θ* + Δθ_S), 'surrogate' (rollout-free first-order
+    estimate of the return) or 'objective' (first-order change of each task's surrogate objective, with
+    centred advantages; needs no change in the raw return)."""
     episodes: int | None = None
     """Rollout episodes per (subset, task) (default 32; 16 with the smoke preset)."""
     affinity: AffinityMode = "task"
-    """'task': per-target-task z-scored f(S, i); 'aggregate': the paper's mean of f(S)."""
+    """'task': per-target-task z-scored f(S, i); 'aggregate': the paper's mean of f(S); 'regression':
+    a ridge fit f(S, i) = b_i + Σ_j a_ij over the subsets (task modeling)."""
     chunk: int = 8
     """Subsets per work item (and per resume checkpoint) when scoring by rollouts."""
 
@@ -159,7 +167,10 @@ class GroupConfig:
     init: GroupInit = "meta"
     """Start each group policy from θ* ('meta') or from scratch ('scratch')."""
     total_steps: int | None = None
-    """Env steps per group (default: the meta budget × group size / n, so all groups together cost one meta-training)."""
+    """Env steps per group (default: set by ``budget``; all groups together cost one meta-training)."""
+    budget: BudgetRule = "proportional"
+    """Without total_steps: 'proportional' gives a group the meta budget × its size / n; 'equal' gives
+    every group the meta budget / k."""
     lr_scale: float = 0.2
     """Fine-tuning from θ* uses the meta learning rate × lr_scale (cartpole-10: at ×1 fine-tuning lost up to
     270 return on tasks θ* had solved; at ×0.2 every task ended ≥ 490)."""
@@ -328,6 +339,16 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
     )
 
 
+def group_budget(config: ResolvedRun, size: int, k: int, rule: BudgetRule | None = None) -> int:
+    """Env steps of one group of ``size`` tasks in a partition into ``k`` groups, by ``rule`` (default:
+    ``groups.budget``): 'proportional' (:func:`subset_budget`) or 'equal' (the meta budget / k); at
+    least one rollout either way, so a partition costs about one meta-training."""
+    if (rule or config.groups.budget) == "proportional":
+        return subset_budget(config, size)
+    meta = config.meta.ppo
+    return max(meta.batch_size(size), meta.total_steps // k)
+
+
 def subset_budget(config: ResolvedRun, size: int) -> int:
     """Default env steps for training ``size`` tasks: the meta budget × size / n (so all groups of a
     partition together cost one meta-training), and at least one rollout."""
@@ -335,11 +356,15 @@ def subset_budget(config: ResolvedRun, size: int) -> int:
     return max(meta.batch_size(size), meta.total_steps * size // config.family.n)
 
 
-def group_ppo(config: ResolvedRun, size: int) -> PPOConfig:
-    """PPO settings of a group policy of ``size`` tasks: ``groups.total_steps`` or :func:`subset_budget`
-    env steps; from θ* at the meta learning rate × ``groups.lr_scale``, from scratch at the meta one."""
+def group_ppo(config: ResolvedRun, size: int, k: int | None = None, rule: BudgetRule | None = None) -> PPOConfig:
+    """PPO settings of a group policy of ``size`` tasks in a partition into ``k`` groups (default: the
+    run's k): ``groups.total_steps`` or :func:`group_budget` env steps; from θ* at the meta learning
+    rate × ``groups.lr_scale``, from scratch at the meta one."""
     meta, gc = config.meta.ppo, config.groups
-    steps = gc.total_steps if gc.total_steps is not None else subset_budget(config, size)
+    if gc.total_steps is not None:
+        steps = gc.total_steps
+    else:
+        steps = group_budget(config, size, k or config.k, rule)
     lr = meta.learning_rate * (gc.lr_scale if gc.init == "meta" else 1.0)
     return replace(meta, total_steps=int(steps), learning_rate=lr)
 

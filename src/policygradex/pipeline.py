@@ -28,6 +28,7 @@ import torch
 from policygradex.config import (
     GROUP_SEED_KEY,
     STAGES,
+    BudgetRule,
     EstimateConfig,
     FeatureConfig,
     GroupConfig,
@@ -172,6 +173,11 @@ def stage_estimate(run: Run) -> None:
         base = run.metric_of(run.store.load_meta_eval())
         table = score_surrogate(weights, subsets, grads, advantages, [base[i] for i in range(n)], coef_scale)
         rows = [(l, i, float(table[l, i])) for l, s in enumerate(subsets) for i in s]
+    elif e.score == "objective":
+        from policygradex.gradex.scores import score_objective_change
+
+        table = score_objective_change(weights, subsets, grads, advantages, coef_scale)
+        rows = [(l, i, float(table[l, i])) for l, s in enumerate(subsets) for i in s]
     else:
         rows = _score_rollouts(run, subsets, deltas)
     run.store.save_scores(rows, e.score)
@@ -247,28 +253,35 @@ def job_family(run: Run, executor: str | None = None) -> FamilyRef:
     return run.family if (executor or run.config.executor) == "serial" else run.family.name
 
 
-def load_scores(run: Run, which: str = "estimate") -> tuple[np.ndarray, np.ndarray]:
-    """Scores [m, n] (NaN outside the subset) and membership [m, n] of the estimate or the ground truth."""
+def load_scores(run: Run, truth_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores [m, n] (NaN outside the subset) and membership [m, n] of the estimate (``truth_seed``
+    None) or of the ground truth with that seed."""
     from policygradex.gradex.subsets import membership
 
     subsets = run.store.load_subsets()
     n = run.family.n
-    if which == "estimate":
+    if truth_seed is None:
         scores = run.store.load_scores(len(subsets), n)
     else:
-        scores = run.store.load_scores(len(subsets), n, run.store.truth_scores_path, "ground-truth")
+        scores = run.store.load_scores(len(subsets), n, run.store.truth_scores_path(truth_seed), "ground-truth")
     return scores, membership(subsets, n)
 
 
 def stage_affinity(run: Run) -> None:
-    """Build U from the scores in both modes (``affinity*.npy``, ``coverage.npy``)."""
-    from policygradex.gradex.affinity import affinity
+    """Build U from the scores in every mode (``affinity*.npy``, ``coverage.npy``) and flag the tasks
+    whose scores carry no signal across subsets (``signal.json``; issue #12)."""
+    from policygradex.gradex.affinity import affinity, no_signal_tasks
 
     if run.store.affinity_path.exists():
         return
     scores, member = load_scores(run)
+    check = no_signal_tasks(scores, member)
+    run.store.save_signal({
+        "no_signal": check.tasks, "spread": check.spread.tolist(), "distinct_subsets": check.distinct.tolist(),
+        "rule": "constant across distinct subsets (noise level 0)",
+    })
     by_mode = {}
-    for m in ("task", "aggregate"):
+    for m in ("task", "aggregate", "regression"):
         by_mode[m], cov = affinity(scores, member, m)
     run.store.save_affinity(by_mode, cov, run.config.estimate.affinity)
 
@@ -292,16 +305,19 @@ def stage_groups(run: Run) -> None:
     train_groups(run, run.store.load_groups(run.family.n), None, "groups")
 
 
-def train_groups(run: Run, groups: list[list[int]], baseline: str | None, stage: str) -> dict[int, float]:
+def train_groups(
+    run: Run, groups: list[list[int]], baseline: str | None, stage: str, budget: BudgetRule | None = None
+) -> dict[int, float]:
     """Train one policy per group (resuming finished ones) and return every task's score under its
-    group's policy. Used for the estimated grouping (``baseline=None``) and for the baselines."""
+    group's policy. Used for the estimated grouping (``baseline=None``) and for the baselines;
+    ``budget`` overrides the run's budget rule."""
     gc = run.config.groups
     if gc.init == "meta":
         run.store.require(run.store.meta_checkpoint, "meta")
     jobs = [
         GroupJob(
             directory=str(run.store.group_dir(g, baseline)), family=job_family(run), tasks=tuple(members),
-            ppo=asdict(group_ppo(run.config, len(members))), policy=asdict(run.config.meta.policy),
+            ppo=asdict(group_ppo(run.config, len(members), len(groups), budget)), policy=asdict(run.config.meta.policy),
             seed=derive_seed(run.seed, GROUP_SEED_KEY, g), eval_episodes=gc.eval_episodes,
             init=str(run.store.meta_checkpoint) if gc.init == "meta" else None,
         )
@@ -344,6 +360,8 @@ def results(run: Run) -> dict[str, Any]:
         ],
         "mean_meta": float(np.mean([meta[i] for i in range(n)])),
         "mean_group_policy": float(np.mean([group_scores[i] for i in range(n)])),
+        "no_signal_tasks": run.store.load_signal()["no_signal"],
+        "budget_rule": run.config.groups.budget if run.config.groups.total_steps is None else "fixed",
     }
 
 

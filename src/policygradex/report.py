@@ -62,6 +62,11 @@ def run_report(results: dict[str, Any], coverage: np.ndarray, config: ResolvedRu
     if results.get("planted_groups"):
         same = sorted(map(sorted, results["groups"])) == sorted(map(sorted, results["planted_groups"]))
         lines += ["", f"Planted groups: {results['planted_groups']} — {'recovered exactly' if same else 'NOT recovered'}."]
+    flat = results.get("no_signal_tasks") or []
+    if flat:
+        lines += ["", f"**No signal**: the scores of task(s) {', '.join(f'{i} ({names[i]})' for i in flat)} are the same "
+                  "in every subset, so their affinity rows carry no information and their group is arbitrary "
+                  "(θ* fails or saturates them; see issue #12)."]
     lines += [
         "",
         "## Affinity",
@@ -87,7 +92,7 @@ def run_report(results: dict[str, Any], coverage: np.ndarray, config: ResolvedRu
         else "Group policies are trained from scratch",
     ]
     lines[-1] += (
-        f" with {'the meta budget × group size / n' if gc.total_steps is None else str(gc.total_steps)} "
+        f" with {('the meta budget × group size / n' if gc.budget == 'proportional' else 'the meta budget / k') if gc.total_steps is None else str(gc.total_steps)} "
         f"env steps each; every task is evaluated with its group's policy over {gc.eval_episodes} episodes "
         "(deterministic actions).\n"
     )

@@ -368,6 +368,19 @@ class RunStore:
         return self.dir / f"affinity_{mode}.npy"
 
     @property
+    def signal_path(self) -> Path:
+        """Which tasks' scores carry no signal across subsets."""
+        return self.dir / "signal.json"
+
+    def save_signal(self, record: dict[str, Any]) -> None:
+        """``{"no_signal": [tasks], "spread": [n], ...}``."""
+        write_json(self.signal_path, record)
+
+    def load_signal(self) -> dict[str, Any]:
+        """The no-signal check of the estimate's scores."""
+        return self._json(self.signal_path, "affinity")
+
+    @property
     def coverage_path(self) -> Path:
         """How many subsets hold each pair."""
         return self.dir / "coverage.npy"
@@ -475,30 +488,48 @@ class RunStore:
         """The grouping comparison."""
         return self.dir / "groupings.json"
 
-    @property
-    def ground_truth_dir(self) -> Path:
-        """The ground-truth study (a run directory of its own, with its ``config.json``)."""
-        return self.dir / "ground_truth"
+    def ground_truth_dir(self, seed: int = 0) -> Path:
+        """The ground-truth study with truth seed ``seed`` (a run directory of its own, with its
+        ``config.json``): ``ground_truth/`` for seed 0, ``ground_truth_seed<s>/`` for the replicates
+        that measure the noise ceiling."""
+        return self.dir / ("ground_truth" if seed == 0 else f"ground_truth_seed{seed}")
 
-    def truth_subset_path(self, l: int) -> Path:
+    def truth_subset_path(self, l: int, seed: int = 0) -> Path:
         """The fine-tuned scores of subset ``l``."""
-        return self.ground_truth_dir / "subsets" / f"subset_{l:05d}.json"
+        return self.ground_truth_dir(seed) / "subsets" / f"subset_{l:05d}.json"
 
-    def load_truth_subset(self, l: int) -> dict[str, Any]:
+    def load_truth_subset(self, l: int, seed: int = 0) -> dict[str, Any]:
         """``{"index", "tasks", "rows", "env_steps", "seconds", "relative_distance"}`` of subset ``l``."""
-        return self._json(self.truth_subset_path(l), "ground-truth")
+        return self._json(self.truth_subset_path(l, seed), "ground-truth")
+
+    def truth_scores_path(self, seed: int = 0) -> Path:
+        """The ground truth's score table."""
+        return self.ground_truth_dir(seed) / "scores.jsonl"
+
+    def save_truth(self, U: np.ndarray, coverage: np.ndarray, summary: dict[str, Any], seed: int = 0) -> None:
+        """The true affinity, coverage, then the summary with the true groups (the completion mark)."""
+        d = self.ground_truth_dir(seed)
+        write_npy(d / "affinity.npy", U)
+        write_npy(d / "coverage.npy", coverage)
+        write_json(d / "groups.json", summary)
+
+    def load_truth(self, seed: int = 0) -> dict[str, Any]:
+        """The ground truth's summary (``groups``, ``compute_seconds``, ...)."""
+        return self._json(self.ground_truth_dir(seed) / "groups.json", "ground-truth")
+
+    def has_truth(self, seed: int = 0) -> bool:
+        """Whether the ground truth with this seed is complete."""
+        return (self.ground_truth_dir(seed) / "groups.json").exists()
+
+    def load_truth_affinity(self, n: int, seed: int = 0) -> np.ndarray:
+        """The true affinity [n, n]."""
+        return self._npy(self.ground_truth_dir(seed) / "affinity.npy", "ground-truth")
 
     @property
-    def truth_scores_path(self) -> Path:
-        """The ground truth's score table."""
-        return self.ground_truth_dir / "scores.jsonl"
+    def noise_ceiling_path(self) -> Path:
+        """The ground truth's agreement with itself."""
+        return self.dir / "noise_ceiling.json"
 
-    def save_truth(self, U: np.ndarray, coverage: np.ndarray, summary: dict[str, Any]) -> None:
-        """The true affinity, coverage, then the summary with the true groups (the completion mark)."""
-        write_npy(self.ground_truth_dir / "affinity.npy", U)
-        write_npy(self.ground_truth_dir / "coverage.npy", coverage)
-        write_json(self.ground_truth_dir / "groups.json", summary)
-
-    def load_truth(self) -> dict[str, Any]:
-        """The ground truth's summary (``groups``, ``compute_seconds``, ...)."""
-        return self._json(self.ground_truth_dir / "groups.json", "ground-truth")
+    def groupings_file(self, budget: str) -> Path:
+        """The grouping comparison under a budget rule."""
+        return self.groupings_path if budget == "proportional" else self.dir / f"groupings_{budget}.json"

@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,16 @@ import torch
 
 from policygradex.analysis.agreement import nmi, random_nmi, score_agreement
 from policygradex.analysis.approx import DEFAULT_DISTANCES, approximation_errors
-from policygradex.config import TRUTH_SEED_KEY, derive_seed, fine_tune_ppo, random_partition_seed, stage_seed
+from policygradex.config import (
+    TRUTH_EVAL_SEED_KEY,
+    TRUTH_SEED_KEY,
+    BudgetRule,
+    RunConfig,
+    derive_seed,
+    fine_tune_ppo,
+    random_partition_seed,
+    stage_seed,
+)
 from policygradex.errors import ConfigError
 from policygradex.execute import make_executor
 from policygradex.gradex.subsets import first_occurrences
@@ -40,6 +51,7 @@ from policygradex.rl.policy import log_prob
 from policygradex.rl.ppo import PPOConfig
 from policygradex.rundir import open_run_dir
 from policygradex.tasks import FamilyRef
+from policygradex.tasks.base import TaskFamily
 
 
 # ---- approximation error -----------------------------------------------------------------------------
@@ -137,7 +149,7 @@ def fine_tune_and_score(job: TruthJob) -> str:
 
 
 def ground_truth(run: Run, total_steps: int | None = None, executor: str | None = None, workers: int | None = None,
-                 progress: Any = None) -> dict[str, Any]:
+                 progress: Any = None, seed: int = 0) -> dict[str, Any]:
     """Fine-tune θ* on every distinct subset and build the true affinity and clustering (``ground_truth/``).
 
     Args:
@@ -145,30 +157,39 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
         total_steps: PPO env steps per subset (default: the meta budget × |S| / n, as for group policies).
         executor, workers: override the run's executor.
         progress: ``progress(stage, done, total)``.
+        seed: the truth's seed. 0 is the ground truth the estimate is compared with (its evaluation
+            episodes are the estimate's own, common random numbers); another seed repeats the whole
+            measurement with other training seeds and other evaluation episodes (``ground_truth_seed<s>/``),
+            which :func:`noise_ceiling` compares with seed 0.
     """
     from policygradex.gradex.affinity import affinity
     from policygradex.grouping.cluster import cluster
 
+    if seed < 0:
+        raise ConfigError(f"seed={seed} must be ≥ 0 (0 is the ground truth; others measure its noise)")
     store, cfg = run.store, run.config
     subsets = store.load_subsets()
     first = first_occurrences(subsets)
     for s in first:  # every budget checked before anything is written
         fine_tune_ppo(cfg, len(s), total_steps).num_iterations(len(s))
     ex = make_executor(executor or cfg.executor, workers or cfg.workers)  # type: ignore[arg-type]
-    open_run_dir(store.ground_truth_dir, {
+    open_run_dir(store.ground_truth_dir(seed), {
         "command": "ground-truth",
         "total_steps": total_steps,
         "lr_scale": cfg.groups.lr_scale,
         "score_episodes": cfg.estimate.episodes,
+        **({"seed": seed} if seed else {}),
     })
+    score_seed = stage_seed(run.seed, "estimate") if seed == 0 else derive_seed(run.seed, TRUTH_SEED_KEY, TRUTH_EVAL_SEED_KEY, seed)
     jobs = []
     for s, l in sorted(first.items(), key=lambda kv: kv[1]):
-        out = store.truth_subset_path(l)
+        out = store.truth_subset_path(l, seed)
         if out.exists():
             continue
+        train_seed = derive_seed(run.seed, TRUTH_SEED_KEY, l) if seed == 0 else derive_seed(run.seed, TRUTH_SEED_KEY, l, seed)
         jobs.append(TruthJob(
             str(store.meta_checkpoint), job_family(run, executor), l, s, asdict(fine_tune_ppo(cfg, len(s), total_steps)),
-            derive_seed(run.seed, TRUTH_SEED_KEY, l), stage_seed(run.seed, "estimate"), cfg.estimate.episodes, str(out),
+            train_seed, score_seed, cfg.estimate.episodes, str(out),
         ))
     total = len(first)
     done = total - len(jobs)
@@ -181,44 +202,84 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
     scored: dict[tuple[int, int], float] = {}
     seconds, steps_total = 0.0, 0
     for l in first.values():
-        rec = store.load_truth_subset(l)
+        rec = store.load_truth_subset(l, seed)
         seconds += rec["seconds"]
         steps_total += rec["env_steps"]
         for a, b, v in rec["rows"]:
             scored[(int(a), int(b))] = float(v)
-    store.save_scores(expand_rows(subsets, scored), "fine-tuned", store.truth_scores_path)
-    scores, member = load_scores(run, "ground-truth")
+    store.save_scores(expand_rows(subsets, scored), "fine-tuned", store.truth_scores_path(seed))
+    scores, member = load_scores(run, truth_seed=seed)
     U, cov = affinity(scores, member, cfg.estimate.affinity)
     res = cluster(U, cfg.k, cfg.method, seed=run.seed)
     summary = {"groups": res.groups, "method": cfg.method, "k": cfg.k, "objective": float(res.objective),
-               "compute_seconds": seconds, "env_steps": steps_total, "distinct_subsets": len(first)}
-    store.save_truth(U, cov, summary)
+               "compute_seconds": seconds, "env_steps": steps_total, "distinct_subsets": len(first), "seed": seed}
+    store.save_truth(U, cov, summary, seed)
     return summary
 
 
 # ---- agreement ---------------------------------------------------------------------------------------
-def agreement(run: Run) -> dict[str, Any]:
-    """Compare the estimate with the ground truth; writes ``agreement.json``."""
-    store, n = run.store, run.family.n
-    gt = store.load_truth()
-    est_scores, _ = load_scores(run)
-    true_scores, _ = load_scores(run, "ground-truth")
-    # distinct (subset, task) pairs only: repeated subsets would count the same pair twice
+def _distinct_pairs(run: Run, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scores of two tables at each distinct (subset, task) pair (repeated subsets would count the
+    same pair twice), and each pair's task. Each [P]."""
     seen: set[tuple[tuple[int, ...], int]] = set()
-    est, tru, task = [], [], []
-    for l, s in enumerate(store.load_subsets()):
+    xa, xb, task = [], [], []
+    for l, s in enumerate(run.store.load_subsets()):
         for i in s:
             if (s, i) not in seen:
                 seen.add((s, i))
-                est.append(est_scores[l, i])
-                tru.append(true_scores[l, i])
+                xa.append(a[l, i])
+                xb.append(b[l, i])
                 task.append(i)
+    return np.array(xa), np.array(xb), np.array(task)
+
+
+def _table_agreement(run: Run, a: np.ndarray, b: np.ndarray, groups_a: list[list[int]],
+                     groups_b: list[list[int]], U_a: np.ndarray, U_b: np.ndarray) -> dict[str, Any]:
+    """NMI of two groupings, correlations of two score tables (overall, within task), and the
+    correlation of the two affinities' upper triangles."""
+    n = run.family.n
+    xa, xb, task = _distinct_pairs(run, a, b)
+    iu = np.triu_indices(n, 1)
+    return {
+        "pairs": len(xa),
+        **score_agreement(xa, xb, task),
+        "nmi": nmi(groups_a, groups_b, n),
+        "affinity_correlation": float(np.corrcoef(U_a[iu], U_b[iu])[0, 1]) if n > 2 else None,
+    }
+
+
+def noise_ceiling(run: Run, seeds: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """How well the ground truth agrees with itself across truth seeds (issue #12): the ceiling every
+    agreement figure of the estimate is read against. Needs ``ground_truth(run, seed=s)`` for both
+    seeds; writes ``noise_ceiling.json``."""
+    store, n = run.store, run.family.n
+    a, b = seeds
+    ta, tb = store.load_truth(a), store.load_truth(b)
+    sa, _ = load_scores(run, truth_seed=a)
+    sb, _ = load_scores(run, truth_seed=b)
+    out = {
+        "seeds": list(seeds),
+        **_table_agreement(run, sa, sb, ta["groups"], tb["groups"], store.load_truth_affinity(n, a),
+                           store.load_truth_affinity(n, b)),
+        "nmi_random": random_nmi(ta["groups"], n, run.config.k),
+        "groups": [ta["groups"], tb["groups"]],
+    }
+    write_json(store.noise_ceiling_path, out)
+    return out
+
+
+def agreement(run: Run) -> dict[str, Any]:
+    """Compare the estimate with the ground truth (and, where measured, with the noise ceiling);
+    writes ``agreement.json``."""
+    store, n = run.store, run.family.n
+    gt = store.load_truth()
+    est_scores, _ = load_scores(run)
+    true_scores, _ = load_scores(run, truth_seed=0)
     est_groups = store.load_groups(n)
     ests = estimate_compute_seconds(run)
     out = {
-        "pairs": len(est),
-        **score_agreement(np.array(est), np.array(tru), np.array(task)),
-        "nmi": nmi(est_groups, gt["groups"], n),
+        **_table_agreement(run, est_scores, true_scores, est_groups, gt["groups"], store.load_affinity(n),
+                           store.load_truth_affinity(n)),
         "nmi_random": random_nmi(gt["groups"], n, run.config.k),
         "estimated_groups": est_groups,
         "true_groups": gt["groups"],
@@ -226,7 +287,10 @@ def agreement(run: Run) -> dict[str, Any]:
         "ground_truth_compute_seconds": gt["compute_seconds"],
         "speedup": gt["compute_seconds"] / max(ests["total"], 1e-9),
         "score_mode": run.config.estimate.score,
+        "no_signal_tasks": store.load_signal()["no_signal"],
     }
+    if store.noise_ceiling_path.exists():
+        out["noise_ceiling"] = noise_ceiling(run)
     if run.family.planted_groups:
         out["nmi_estimate_vs_planted"] = nmi(est_groups, run.family.planted_groups, n)
         out["nmi_truth_vs_planted"] = nmi(gt["groups"], run.family.planted_groups, n)
@@ -235,36 +299,123 @@ def agreement(run: Run) -> dict[str, Any]:
 
 
 # ---- grouping baselines ------------------------------------------------------------------------------
-def compare_groupings(run: Run, seeds: int = 1, progress: Any = None) -> dict[str, Any]:
-    """Train group policies for random and gradient-similarity groupings, and one policy for all tasks
-    (k = 1), exactly as for the estimated grouping; writes ``groupings.json`` with the mean score of
-    each over all tasks."""
+def baseline_partitions(run: Run, seeds: int = 1) -> dict[str, list[list[int]]]:
+    """Every grouping compared with the estimated one (issue #12, item 3): gradient similarity (SDP on
+    the cosine of task-mean advantage-weighted gradients), one policy for all tasks (k = 1), one per
+    task (k = n), ``seeds`` random partitions, and the ground-truth grouping where it was measured."""
     from policygradex.grouping.baselines import gradient_similarity, random_partition, task_mean_gradients
-    from policygradex.grouping.cluster import sdp_cluster
+    from policygradex.grouping.cluster import cluster
 
-    if seeds < 1:
-        raise ConfigError(f"random_seeds={seeds} must be at least 1 (the random grouping is the baseline to beat)")
     store, k, n = run.store, run.config.k, run.family.n
-    estimated = store.load_groups(n)
     feats = store.load_features(n)
     sim = gradient_similarity(task_mean_gradients([feats[i]["grads"] for i in range(n)], [feats[i]["advantages"] for i in range(n)]))
     partitions = {
-        "estimated": estimated,
-        "gradient-similarity": sdp_cluster(sim, k=k).groups,
-        # k = 1 with the same total budget: separates the gain of grouping from that of more training.
+        "estimated": store.load_groups(n),
+        "gradient-similarity": cluster(sim, k, run.config.method, seed=run.seed).groups,
+        # k = 1 and k = n with the same total budget: the gain of grouping against more training alone
         "one-group": [list(range(n))],
+        "single-task": [[i] for i in range(n)],
     }
+    if store.has_truth():
+        partitions["ground-truth"] = store.load_truth()["groups"]
     for s in range(seeds):
         partitions[f"random-{s}"] = random_partition(n, k, seed=random_partition_seed(run.seed, s))
+    return partitions
+
+
+def compare_groupings(run: Run, seeds: int = 1, progress: Any = None, budget: BudgetRule | None = None) -> dict[str, Any]:
+    """Train group policies for every baseline grouping (:func:`baseline_partitions`) exactly as for
+    the estimated grouping, under the run's budget rule or ``budget``; writes ``groupings.json``
+    (``groupings_<rule>.json`` for another rule) with the per-task and mean score of each."""
+    if seeds < 1:
+        raise ConfigError(f"random_seeds={seeds} must be at least 1 (the random grouping is the baseline to beat)")
+    store, k = run.store, run.config.k
+    rule: BudgetRule = budget or run.config.groups.budget
+    own_rule = rule == run.config.groups.budget
+    partitions = baseline_partitions(run, seeds)
     results: dict[str, Any] = {}
     for name, groups in partitions.items():
-        per_task = train_groups(run, groups, None if name == "estimated" else name, "groupings")
+        where = None if name == "estimated" and own_rule else (name if own_rule else f"{rule}-budget/{name}")
+        per_task = train_groups(run, groups, where, "groupings", rule)
         results[name] = {"groups": groups, "mean": float(np.mean(list(per_task.values()))),
                          "per_task": {str(i): per_task[i] for i in sorted(per_task)}}
         if progress:
             progress("groupings", len(results), len(partitions))
     rand = [v["mean"] for k_, v in results.items() if k_.startswith("random-")]
-    out = {"k": k, "partitions": results, "random_mean": float(np.mean(rand)),
+    out = {"k": k, "budget": rule, "partitions": results, "random_mean": float(np.mean(rand)),
            "meta_mean": float(np.mean(list(run.metric_of(store.load_meta_eval()).values())))}
-    write_json(store.groupings_path, out)
+    write_json(store.groupings_file(rule), out)
     return out
+
+
+# ---- the comparison over seeds -------------------------------------------------------------------------
+def compare_over_seeds(
+    family: TaskFamily,
+    cfg: RunConfig,
+    out: str | os.PathLike[str],
+    seeds: Sequence[int],
+    random_seeds: int = 2,
+    budget: BudgetRule | None = None,
+    ground_truth_steps: int | None = None,
+    with_truth: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The whole pipeline and :func:`compare_groupings` once per seed (``out/seed_<s>/``), then every
+    grouping's mean over seeds with a 95% t interval, and the estimated grouping against each baseline
+    paired by seed (mean difference, its interval, fraction of seeds won); writes ``out/comparison.json``.
+
+    Args:
+        family, cfg: the family and the run configuration (its seed is replaced by each of ``seeds``).
+        out: the folder of the per-seed runs.
+        seeds: run seeds (at least 2 for an interval).
+        random_seeds: random groupings per seed (their mean is the per-seed "random" value).
+        budget: the group budget rule (default: the configuration's).
+        ground_truth_steps, with_truth: also fine-tune every subset per seed, adding the ground-truth
+            grouping as a baseline (expensive).
+        progress: ``progress(stage, done, total)``.
+    """
+    from dataclasses import replace as dc_replace
+
+    from policygradex.analysis.stats import mean_ci, paired_comparison
+    from policygradex.pipeline import reopen
+    from policygradex.pipeline import run as run_pipeline
+
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={list(seeds)} must be distinct and at least one")
+    root = Path(out)
+    per_seed: dict[int, dict[str, float]] = {}
+    groups: dict[int, dict[str, list[list[int]]]] = {}
+    for j, s in enumerate(seeds):
+        d = root / f"seed_{s}"
+        run_pipeline(family, dc_replace(cfg, seed=s), d, progress)
+        r = reopen(d, progress)
+        if with_truth:
+            ground_truth(r, total_steps=ground_truth_steps, progress=progress)
+        cg = compare_groupings(r, seeds=random_seeds, progress=progress, budget=budget)
+        values = {name: p["mean"] for name, p in cg["partitions"].items() if not name.startswith("random-")}
+        values["random"] = cg["random_mean"]
+        values["theta*"] = cg["meta_mean"]
+        per_seed[s] = values
+        groups[s] = {name: p["groups"] for name, p in cg["partitions"].items()}
+        if progress:
+            progress("seeds", j + 1, len(seeds))
+    methods = [m for m in per_seed[seeds[0]] if all(m in v for v in per_seed.values())]
+    summary: dict[str, Any] = {}
+    for m in methods:
+        iv = mean_ci([per_seed[s][m] for s in seeds]) if len(seeds) > 1 else None
+        summary[m] = {"mean": float(np.mean([per_seed[s][m] for s in seeds])),
+                      "ci95": None if iv is None else [iv.low, iv.high]}
+    paired: dict[str, Any] = {}
+    if len(seeds) > 1:
+        est = [per_seed[s]["estimated"] for s in seeds]
+        for m in methods:
+            if m == "estimated":
+                continue
+            pc = paired_comparison(est, [per_seed[s][m] for s in seeds])
+            paired[m] = {"diff": pc.diff.mean, "ci95": [pc.diff.low, pc.diff.high], "wins": pc.wins,
+                         "p_value": pc.p_value}
+    result = {"family": family.full_name, "seeds": list(seeds), "k": cfg.k, "budget": budget or cfg.groups.budget,
+              "per_seed": {str(s): per_seed[s] for s in seeds}, "groups": {str(s): groups[s] for s in seeds},
+              "summary": summary, "estimated_minus": paired}
+    write_json(root / "comparison.json", result)
+    return result

@@ -35,7 +35,7 @@ from policygradex.rl.checkpoint import Checkpoint, load_checkpoint
 from policygradex.rl.evaluate import evaluate
 from policygradex.tasks.base import TaskFamily
 
-ScoreMode = Literal["rollout", "surrogate"]
+ScoreMode = Literal["rollout", "surrogate", "objective"]
 ObjectiveForm = Literal["linear", "exp"]
 
 
