@@ -218,7 +218,7 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
 
 
 # ---- agreement ---------------------------------------------------------------------------------------
-def _distinct_pairs(run: Run, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def distinct_pairs(run: Run, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The scores of two tables at each distinct (subset, task) pair (repeated subsets would count the
     same pair twice), and each pair's task. Each [P]."""
     seen: set[tuple[tuple[int, ...], int]] = set()
@@ -238,7 +238,7 @@ def _table_agreement(run: Run, a: np.ndarray, b: np.ndarray, groups_a: list[list
     """NMI of two groupings, correlations of two score tables (overall, within task), and the
     correlation of the two affinities' upper triangles."""
     n = run.family.n
-    xa, xb, task = _distinct_pairs(run, a, b)
+    xa, xb, task = distinct_pairs(run, a, b)
     iu = np.triu_indices(n, 1)
     return {
         "pairs": len(xa),

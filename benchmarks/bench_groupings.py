@@ -1,0 +1,92 @@
+"""Does the estimated grouping beat the alternatives? The pipeline and every baseline grouping over several
+seeds, with 95% confidence intervals and paired differences (issue #12).
+
+    .venv/bin/python benchmarks/bench_groupings.py --family cartpole-10 --seeds 5 --executor process --workers 2 \
+        --work runs/cmp-cartpole
+
+Per seed s: `policygradex run --seed s`, then `compare-groupings` (random ×2, gradient similarity, one policy
+for all tasks, one per task; the ground-truth grouping where `ground-truth` was run in that seed's folder).
+The --work folder is the same as `policygradex compare-seeds --out`; everything resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from policygradex import studies, tasks
+from policygradex.config import RunConfig
+from policygradex.io import write_text
+
+LABELS = {
+    "estimated": "**PolicyGradEx** (estimated grouping)",
+    "random": "random grouping (mean of the random partitions)",
+    "gradient-similarity": "gradient-similarity grouping",
+    "one-group": "one policy for all tasks (k = 1), fine-tuned like the groups",
+    "single-task": "one policy per task (k = n), fine-tuned like the groups",
+    "ground-truth": "ground-truth grouping (clusters of fine-tuning every subset)",
+    "theta*": "θ* alone (the multitask policy, no group training)",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--family", default="cartpole-10")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--random-seeds", type=int, default=2)
+    ap.add_argument("--budget", default=None, choices=["proportional", "equal"])
+    ap.add_argument("--executor", default="serial", choices=["serial", "process"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--note", default="", help="conditions (e.g. what else ran on the cores)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    family = tasks.make(args.family)
+    cfg = RunConfig(executor=args.executor, workers=args.workers)
+    t = time.perf_counter()
+    res = studies.compare_over_seeds(family, cfg, args.work, list(range(args.seeds)), args.random_seeds, args.budget)
+    wall = time.perf_counter() - t
+    rule = res["budget"]
+    metric = "success rate" if family.metric == "success" else "mean return"
+    lines = [
+        f"# Grouping comparison over seeds: `{family.full_name}`",
+        "",
+        f"Produced by `.venv/bin/python benchmarks/bench_groupings.py --family {args.family} --seeds {args.seeds} "
+        f"--random-seeds {args.random_seeds}{' --budget ' + args.budget if args.budget else ''} --executor {args.executor} "
+        f"--workers {args.workers} --work DIR` (the same as `policygradex compare-seeds`). Machine: "
+        f"{platform.processor() or platform.machine()}, 2 cores, 1 torch thread per process, torch {torch.__version__}; "
+        f"wall-clock of this call {wall / 60:.1f} min (runs already in DIR are reused)."
+        + (f" Conditions: {args.note}" if args.note else ""),
+        "",
+        f"Each seed runs the whole pipeline with the default settings (seed = run seed), then trains every grouping "
+        f"from that seed's θ* with the same total budget (`{rule}` rule: "
+        + ("a group gets the meta budget × its size / n" if rule == "proportional" else "every group gets the meta budget / k")
+        + f"). The value per seed is the {metric} over all tasks, each task scored with its group's policy "
+        "(deterministic actions, 20 episodes).",
+        "",
+        f"| grouping | mean over {len(res['seeds'])} seeds | 95% CI | estimated − this (paired) | 95% CI | seeds won |",
+        "|---|---:|---|---:|---|---:|",
+    ]
+    for name, s in res["summary"].items():
+        ci = "–" if s["ci95"] is None else f"[{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]"
+        p = res["estimated_minus"].get(name)
+        paired = "" if p is None else f"{p['diff']:+.1f} | [{p['ci95'][0]:+.1f}, {p['ci95'][1]:+.1f}] | {p['wins']:.0%}"
+        lines.append(f"| {LABELS.get(name, name)} | {s['mean']:.1f} | {ci} | {paired or ' | | '} |")
+    lines += ["", "Per seed:", "", "| seed | " + " | ".join(res["summary"]) + " | estimated groups |",
+              "|---:|" + "---:|" * len(res["summary"]) + "---|"]
+    for s in res["seeds"]:
+        v = res["per_seed"][str(s)]
+        lines.append(f"| {s} | " + " | ".join(f"{v[m]:.1f}" for m in res["summary"]) + f" | `{res['groups'][str(s)]['estimated']}` |")
+    lines.append("")
+    out = args.out or Path(f"benchmarks/results/groupings_{args.family}.md")
+    write_text(out, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
