@@ -360,7 +360,8 @@ def results(run: Run) -> dict[str, Any]:
         ],
         "mean_meta": float(np.mean([meta[i] for i in range(n)])),
         "mean_group_policy": float(np.mean([group_scores[i] for i in range(n)])),
-        "no_signal_tasks": run.store.load_signal()["no_signal"],
+        # runs made before the check existed have no signal.json: unknown, not "none"
+        "no_signal_tasks": run.store.load_signal()["no_signal"] if run.store.signal_path.exists() else None,
         "budget_rule": run.config.groups.budget if run.config.groups.total_steps is None else "fixed",
     }
 

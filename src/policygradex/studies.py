@@ -287,7 +287,7 @@ def agreement(run: Run) -> dict[str, Any]:
         "ground_truth_compute_seconds": gt["compute_seconds"],
         "speedup": gt["compute_seconds"] / max(ests["total"], 1e-9),
         "score_mode": run.config.estimate.score,
-        "no_signal_tasks": store.load_signal()["no_signal"],
+        "no_signal_tasks": store.load_signal()["no_signal"] if store.signal_path.exists() else None,
     }
     if store.noise_ceiling_path.exists():
         out["noise_ceiling"] = noise_ceiling(run)
