@@ -24,8 +24,9 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
+# Fails when the slow tier collects nothing (pytest exit status 5): losing the `slow` markers must not pass CI.
 test-slow: $(BIN)/.installed
-	$(BIN)/python -m pytest -n 2 -q -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -n 2 -q -m slow $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks

@@ -39,3 +39,15 @@ def test_missing_corrupt_and_mismatched(tmp_path):
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(PolicyGradExError, match="corrupt"):
         load_checkpoint(tmp_path / "trunc.pt")
+
+
+def test_checkpoint_of_the_wrong_shape_is_one_line_error(tmp_path):
+    family = tasks.make("planted-toy")
+    pol = build_policy(family.obs_dim, family.action_dim, True, PolicyConfig(), seed=0)
+    save_checkpoint(tmp_path / "p.pt", pol, family, [0])
+    payload = torch.load(tmp_path / "p.pt", weights_only=True)
+    payload["state_dict"]["actor.net.0.weight"] = torch.zeros(3, 3)
+    torch.save(payload, tmp_path / "p.pt")
+    with pytest.raises(PolicyGradExError, match="is damaged.*size mismatch for actor.net.0.weight") as e:
+        load_checkpoint(tmp_path / "p.pt", family)
+    assert "\n" not in str(e.value)  # the CLI prints it as its one `error:` line

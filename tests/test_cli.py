@@ -61,10 +61,11 @@ def test_train_writes_run_directory_and_resumes(tmp_path, capsys):
         (["evaluate", "--checkpoint", "missing.pt"], "does not exist"),
     ],
 )
-def test_bad_input_one_line_nonzero_nothing_written(tmp_path, args, message):
-    out = tmp_path / "out"
-    code, stdout, stderr = run_cli(*args, *(["--out", str(out)] if args[0] == "train" else []))
-    assert code != 0
+def test_bad_input_one_line_status_2_nothing_written(tmp_path, args, message):
+    # Every command is given an output it would write on success, so "nothing written" can fail.
+    out = tmp_path / ("out" if args[0] == "train" else "results.json")
+    code, stdout, stderr = run_cli(*args, "--out", str(out))
+    assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
     assert "Traceback" not in stderr
@@ -74,20 +75,20 @@ def test_bad_input_one_line_nonzero_nothing_written(tmp_path, args, message):
 def test_bad_checkpoints_and_foreign_directories(tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
     code, _, err = run_cli("evaluate", "--checkpoint", str(tmp_path / "corrupt.pt"))
-    assert code != 0 and "corrupt" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "corrupt" in err and len(err.strip().splitlines()) == 1
     # a run directory of another run is refused, and left as it was
     run = tmp_path / "run"
     assert main([*TOY_TRAIN, "--out", str(run)]) == 0
     before = sorted(p.name for p in run.iterdir())
     code, _, err = run_cli(*TOY_TRAIN, "--out", str(run), "--seed", "1")
-    assert code != 0 and "holds another run" in err and "seed" in err
+    assert code == 2 and "holds another run" in err and "seed" in err
     assert sorted(p.name for p in run.iterdir()) == before
     # a checkpoint of another family
     code, _, err = run_cli("train", "--family", "cartpole-10", "--init", str(run / "policy.pt"), "--out", str(tmp_path / "x"))
-    assert code != 0 and "belongs to family planted-toy" in err
+    assert code == 2 and "belongs to family planted-toy" in err
     assert not (tmp_path / "x").exists()
     # a folder with unrelated files
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")
     code, _, err = run_cli(*TOY_TRAIN, "--out", str(tmp_path / "junk"))
-    assert code != 0 and "holds no policygradex run" in err
+    assert code == 2 and "holds no policygradex run" in err

@@ -90,7 +90,9 @@ def load_checkpoint(path: str | os.PathLike[str], family: TaskFamily | None = No
         policy = build_policy(payload["obs_dim"], payload["action_dim"], payload["discrete"], cfg, seed=0)
         policy.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
-        raise PolicyGradExError(f"checkpoint {str(p)!r} is damaged ({type(e).__name__}: {e}); rerun the training that writes it") from None
+        # torch's size-mismatch message spans several lines; the CLI promises one line (issue 17).
+        detail = " ".join(str(e).split())
+        raise PolicyGradExError(f"checkpoint {str(p)!r} is damaged ({type(e).__name__}: {detail}); rerun the training that writes it") from None
     ckpt = Checkpoint(
         policy=policy,
         policy_config=cfg,
