@@ -9,7 +9,8 @@ What is mutated and which tests run is configured in ``[tool.mutmut]`` of ``pypr
 its results in ``mutants/``; a rerun only retests what changed. Every mutant that ever survived is
 remembered in ``benchmarks/results/mutation_survivors.json``; when a later run kills it, the tests that
 kill it are found by running them against that mutant, and the table says which. Survivors that no
-test can kill are explained in ``EQUIVALENT`` below (the table marks any survivor without an entry).
+test can kill are explained in ``benchmarks/mutation_survivors.py`` (the table marks any survivor it does not
+explain).
 Long: run it niced in the background (``nohup nice -n 10 python benchmarks/bench_mutation.py &``).
 """
 
@@ -39,8 +40,8 @@ SURVIVORS = RESULTS / "mutation_survivors.json"
 RUNS = RESULTS / "mutation_runs.json"
 MUTMUT = [str(Path(sys.executable).parent / "mutmut")]
 
-# Survivors that no test can kill, with the reason. Keys are mutmut's mutant names.
-EQUIVALENT: dict[str, str] = {}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_survivors import explain  # noqa: E402  (why each survivor survives)
 
 
 def package_of(mutant: str) -> str:
@@ -141,22 +142,24 @@ def main() -> None:
     ap.add_argument("--record-run", action="store_true", help="with --report-only: record mutants/ as a run")
     args = ap.parse_args()
 
-    wall = None
+    wall, fresh = None, args.fresh
     if not args.report_only:
         if args.fresh and (ROOT / "mutants").exists():
             shutil.rmtree(ROOT / "mutants")
         start = time.perf_counter()
         mutmut("run", "--max-children", str(args.max_children), check=False)
-        # Survivors of earlier runs are retested by name: mutmut otherwise keeps a result once it has one,
-        # and they are what new tests were written for.
+        # Without --fresh, survivors of earlier runs are retested by name: mutmut otherwise keeps a result
+        # once it has one, and they are what new tests were written for. (A changed test selection makes
+        # mutmut retest everything anyway.)
         history = json.loads(SURVIVORS.read_text()) if SURVIVORS.exists() else {}
         retest = sorted(n for n, e in history.items() if e.get("status") == "survived")
-        if retest:
+        if retest and not args.fresh:
             mutmut("run", "--max-children", str(args.max_children), *retest, check=False)
         wall = time.perf_counter() - start
-        (ROOT / "mutants" / "bench_wall_seconds.txt").write_text(f"{wall:.0f}\n")
+        (ROOT / "mutants" / "bench_wall_seconds.txt").write_text(f"{wall:.0f} {int(args.fresh)}\n")
     elif (ROOT / "mutants" / "bench_wall_seconds.txt").exists():
-        wall = float((ROOT / "mutants" / "bench_wall_seconds.txt").read_text())
+        recorded = (ROOT / "mutants" / "bench_wall_seconds.txt").read_text().split()
+        wall, fresh = float(recorded[0]), len(recorded) > 1 and recorded[1] == "1"
 
     # The configuration the last run used: mutmut copies pyproject.toml (and the tests) into mutants/.
     cfg = tomllib.loads((ROOT / "mutants" / "pyproject.toml").read_text())["tool"]["mutmut"]
@@ -212,8 +215,8 @@ def main() -> None:
         "",
         f"- Date: {dt.date.today().isoformat()}; machine: {describe_machine()}.",
         f"- Wall-clock of the last `mutmut run`: {f'{wall / 60:.0f} min' if wall is not None else 'not recorded'}"
-        " (a rerun only retests mutants whose function or tests changed, so this is not the time of a fresh run"
-        " unless it says so below).",
+        + (" (a fresh run of every mutant)." if fresh else " (an incremental run: only mutants whose function or"
+           " tests changed, and earlier survivors, were retested)."),
         f"- Ran beside it: {args.beside or 'not recorded'}.",
         f"- Tests run against each mutant (only those that call the mutated function): {', '.join(selection)}.",
         "- Score = (killed + timeout) / (mutants that were tested). \"no tests\": no selected test calls the"
@@ -254,7 +257,7 @@ def main() -> None:
     lines += ["", "## Survivors now", "", "| mutant | change | why it survives |", "|---|---|---|"]
     for name, entry in sorted(history.items()):
         if entry["status"] == "survived":
-            why = EQUIVALENT.get(name, "**not explained yet**")
+            why = explain(name, entry["diff"]) or "**not explained yet**"
             lines.append(f"| `{name}` | {_cell(entry['diff'])} | {why} |")
     not_checked = sorted(n for n, s in status.items() if s == "not checked")
     if not_checked:
