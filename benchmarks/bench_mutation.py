@@ -1,7 +1,7 @@
 """Mutation checks of the estimator's maths with mutmut 3 (issue 17, item 5).
 
     python benchmarks/bench_mutation.py            # run (or resume) mutmut, write benchmarks/results/mutation.md
-    python benchmarks/bench_mutation.py --fresh    # start from scratch (deletes mutants/)
+    python benchmarks/bench_mutation.py --fresh    # start from scratch (deletes mutants/ and the survivor record)
     python benchmarks/bench_mutation.py --report-only   # rewrite the table from the last run's results
 
 What is mutated and which tests run is configured in ``[tool.mutmut]`` of ``pyproject.toml``:
@@ -9,7 +9,8 @@ What is mutated and which tests run is configured in ``[tool.mutmut]`` of ``pypr
 its results in ``mutants/``; a rerun only retests what changed. Every mutant that ever survived is
 remembered in ``benchmarks/results/mutation_survivors.json``; when a later run kills it, the tests that
 kill it are found by running them against that mutant, and the table says which. Survivors that no
-test can kill are explained in ``EQUIVALENT`` below (the table marks any survivor without an entry).
+test can kill are explained in ``benchmarks/mutation_survivors.py`` (the table marks any survivor it does not
+explain).
 Long: run it niced in the background (``nohup nice -n 10 python benchmarks/bench_mutation.py &``).
 """
 
@@ -36,10 +37,11 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SURVIVORS = RESULTS / "mutation_survivors.json"
+RUNS = RESULTS / "mutation_runs.json"
 MUTMUT = [str(Path(sys.executable).parent / "mutmut")]
 
-# Survivors that no test can kill, with the reason. Keys are mutmut's mutant names.
-EQUIVALENT: dict[str, str] = {}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_survivors import explain  # noqa: E402  (why each survivor survives)
 
 
 def package_of(mutant: str) -> str:
@@ -137,27 +139,35 @@ def main() -> None:
     ap.add_argument("--max-children", type=int, default=1, help="mutants tested in parallel (default 1)")
     ap.add_argument("--beside", default="", help="what else ran on the machine meanwhile (for the table)")
     ap.add_argument("--out", type=Path, default=RESULTS / "mutation.md")
+    ap.add_argument("--record-run", action="store_true", help="with --report-only: record mutants/ as a run")
     args = ap.parse_args()
 
-    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
-    selection = list(cfg["pytest_add_cli_args_test_selection"])
-    wall = None
+    wall, fresh = None, args.fresh
     if not args.report_only:
-        if args.fresh and (ROOT / "mutants").exists():
-            shutil.rmtree(ROOT / "mutants")
+        if args.fresh:
+            # A fresh run measures the code as it is now: mutant names are numbered per function, so the
+            # survivors recorded for older code may name other mutants today. Start their record anew.
+            if (ROOT / "mutants").exists():
+                shutil.rmtree(ROOT / "mutants")
+            SURVIVORS.unlink(missing_ok=True)
         start = time.perf_counter()
         mutmut("run", "--max-children", str(args.max_children), check=False)
-        # Survivors of earlier runs are retested by name: mutmut otherwise keeps a result once it has one,
-        # and they are what new tests were written for.
+        # Without --fresh, survivors of earlier runs are retested by name: mutmut otherwise keeps a result
+        # once it has one, and they are what new tests were written for. (A changed test selection makes
+        # mutmut retest everything anyway.)
         history = json.loads(SURVIVORS.read_text()) if SURVIVORS.exists() else {}
         retest = sorted(n for n, e in history.items() if e.get("status") == "survived")
-        if retest:
+        if retest and not args.fresh:
             mutmut("run", "--max-children", str(args.max_children), *retest, check=False)
         wall = time.perf_counter() - start
-        (ROOT / "mutants" / "bench_wall_seconds.txt").write_text(f"{wall:.0f}\n")
+        (ROOT / "mutants" / "bench_wall_seconds.txt").write_text(f"{wall:.0f} {int(args.fresh)}\n")
     elif (ROOT / "mutants" / "bench_wall_seconds.txt").exists():
-        wall = float((ROOT / "mutants" / "bench_wall_seconds.txt").read_text())
+        recorded = (ROOT / "mutants" / "bench_wall_seconds.txt").read_text().split()
+        wall, fresh = float(recorded[0]), len(recorded) > 1 and recorded[1] == "1"
 
+    # The configuration the last run used: mutmut copies pyproject.toml (and the tests) into mutants/.
+    cfg = tomllib.loads((ROOT / "mutants" / "pyproject.toml").read_text())["tool"]["mutmut"]
+    selection = list(cfg["pytest_add_cli_args_test_selection"])
     status = statuses()
     if not status:
         raise SystemExit("mutmut has no results; run without --report-only first")
@@ -177,6 +187,17 @@ def main() -> None:
     for name, s in status.items():
         by_package[package_of(name)][s] += 1
         by_file[file_of(name)][s] += 1
+
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    if not args.report_only or args.record_run:
+        runs.append({
+            "date": dt.date.today().isoformat(),
+            "wall_minutes": None if wall is None else round(wall / 60),
+            "beside": args.beside,
+            "tests": selection,
+            "packages": {p: dict(c) for p, c in sorted(by_package.items())},
+        })
+        RUNS.write_text(json.dumps(runs, indent=2) + "\n")
 
     def score(c: Counter) -> str:
         tested = sum(v for k, v in c.items() if k not in ("skipped", "not checked", "no tests"))
@@ -198,8 +219,8 @@ def main() -> None:
         "",
         f"- Date: {dt.date.today().isoformat()}; machine: {describe_machine()}.",
         f"- Wall-clock of the last `mutmut run`: {f'{wall / 60:.0f} min' if wall is not None else 'not recorded'}"
-        " (a rerun only retests mutants whose function or tests changed, so this is not the time of a fresh run"
-        " unless it says so below).",
+        + (" (a fresh run of every mutant)." if fresh else " (an incremental run: only mutants whose function or"
+           " tests changed, and earlier survivors, were retested)."),
         f"- Ran beside it: {args.beside or 'not recorded'}.",
         f"- Tests run against each mutant (only those that call the mutated function): {', '.join(selection)}.",
         "- Score = (killed + timeout) / (mutants that were tested). \"no tests\": no selected test calls the"
@@ -210,6 +231,18 @@ def main() -> None:
         *head,
         *(row(f"`{p}`", by_package[p]) for p in sorted(by_package)),
         row("**all**", sum(by_package.values(), Counter())),
+        "",
+        "## Every recorded run",
+        "",
+        "| run | date | wall-clock | tests run against the mutants | " + " | ".join(f"`{p}`" for p in sorted(by_package))
+        + " | all |",
+        "|---|---|---:|---|" + "---:|" * (len(by_package) + 1),
+        *(
+            f"| {i + 1} | {r['date']} | {r['wall_minutes']} min | {', '.join(t.removeprefix('tests/') for t in r['tests'])} | "
+            + " | ".join(score(Counter(r["packages"].get(p, {}))) for p in sorted(by_package))
+            + f" | {score(sum((Counter(c) for c in r['packages'].values()), Counter()))} |"
+            for i, r in enumerate(runs)
+        ),
         "",
         "## Score per file",
         "",
@@ -228,7 +261,7 @@ def main() -> None:
     lines += ["", "## Survivors now", "", "| mutant | change | why it survives |", "|---|---|---|"]
     for name, entry in sorted(history.items()):
         if entry["status"] == "survived":
-            why = EQUIVALENT.get(name, "**not explained yet**")
+            why = explain(name, entry["diff"]) or "**not explained yet**"
             lines.append(f"| `{name}` | {_cell(entry['diff'])} | {why} |")
     not_checked = sorted(n for n, s in status.items() if s == "not checked")
     if not_checked:

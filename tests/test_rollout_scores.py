@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -70,8 +72,9 @@ def test_planted_toy_rollout_scores_equal_direct_evaluations(tmp_path) -> None:
     subsets = [(0, (0, 3)), (1, (3, 5)), (4, (3,))]
     deltas = [np.zeros(p), big, np.zeros(p)]
     for deterministic in (False, True):
+        start = time.perf_counter()
         res = score_rollouts(_job(path, family, subsets, deltas, episodes=6, seed=11, deterministic=deterministic))
-        assert res["seconds"] > 0
+        assert 0 < res["seconds"] <= time.perf_counter() - start  # the job's own compute time
         rows = res["rows"]
         assert [(l, i) for l, i, _ in rows] == [(0, 0), (0, 3), (1, 3), (1, 5), (4, 3)]
         for (l, i, score), delta in zip(rows, [deltas[0], deltas[0], big, big, deltas[2]], strict=True):
@@ -83,23 +86,59 @@ def test_planted_toy_rollout_scores_equal_direct_evaluations(tmp_path) -> None:
 
 
 def test_rewritten_checkpoint_is_reloaded(tmp_path) -> None:
-    """The checkpoint cache is keyed by the file's version: a new θ* at the same path is used."""
-    family = tasks.make("planted-toy")
+    """The checkpoint cache is keyed by the file's version (size and modification time): a new θ* at the
+    same path is used, also when only one of the two changes."""
+    from policygradex.tasks import make
+
+    family = make("planted-toy")
     path = tmp_path / "policy.pt"
-    p = None
+    versions = [(1, 16, 10**9), (2, 16, 2 * 10**9), (3, 8, 2 * 10**9)]  # (seed, width, mtime in ns)
     scores = []
-    for seed in (1, 2):
-        policy = _policy(family, seed=seed, sharpen=8.0)
+    for seed, width, mtime in versions:
+        policy = build_policy(family.obs_dim, family.action_dim, True, PolicyConfig(depth=2, width=width), seed=seed)
+        with torch.no_grad():
+            for p in policy.actor.net.parameters():
+                p.mul_(8.0)
         save_checkpoint(path, policy, family, list(range(family.n)))
-        os.utime(path, ns=(seed * 10**9, seed * 10**9))  # distinct versions even within one clock tick
-        p = parameters_to_vector(policy.actor.parameters()).numel()
-        job = _job(path, family, [(0, (0, 1, 2))], [np.zeros(p)], episodes=8, seed=3, deterministic=True)
+        os.utime(path, ns=(mtime, mtime))  # the last version: another size, the same modification time
+        n = parameters_to_vector(policy.actor.parameters()).numel()
+        job = _job(path, family, [(0, (0, 1, 2))], [np.zeros(n)], episodes=8, seed=3, deterministic=True)
         rows = score_rollouts(job)["rows"]
         assert [s for _, _, s in rows] == pytest.approx(
-            [_expected(family, policy, np.zeros(p), i, 8, 3, True) for i in (0, 1, 2)]
+            [_expected(family, policy, np.zeros(n), i, 8, 3, True) for i in (0, 1, 2)]
         )
         scores.append([s for _, _, s in rows])
-    assert scores[0] != scores[1]
+    assert scores[0] != scores[1] and scores[1] != scores[2]
+
+
+class _Coin(gym.Env):
+    """One-step episodes: reward 5 for every action, success only for action 0."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, dtype=np.float32), 5.0, True, False, {"success": int(action) == 0}
+
+
+def test_success_metric_families_are_scored_by_success_rate(tmp_path, monkeypatch) -> None:
+    if "policygradex-test/Coin-v0" not in gym.registry:
+        gym.register(id="policygradex-test/Coin-v0", entry_point=_Coin)
+    family = tasks.from_gymnasium("policygradex-test/Coin-v0", params=[{}, {}], name="coin", metric="success")
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))  # score jobs find families by name
+    tasks.register("coin", lambda: family)
+    policy = _policy(family, seed=0)
+    path = tmp_path / "policy.pt"
+    save_checkpoint(path, policy, family, [0, 1])
+    p = parameters_to_vector(policy.actor.parameters()).numel()
+    rows = score_rollouts(_job(path, family, [(0, (0, 1))], [np.zeros(p)], episodes=16, seed=4))["rows"]
+    for _, i, score in rows:
+        assert 0.0 < score < 1.0  # a success rate of the sampled policy, not the return (always 5)
+        assert score == pytest.approx(_expected(family, policy, np.zeros(p), i, 16, 4, False))
 
 
 @pytest.mark.parametrize("name", [pytest.param("metaworld-mt10", marks=pytest.mark.slow), "highway-10"])
