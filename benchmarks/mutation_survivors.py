@@ -139,6 +139,8 @@ BY_NAME: list[tuple[str, list[int], str]] = [
     ("gradex.scores.x_task_eval_seed", [6],
      "Equivalent: SeedSequence.generate_state(n) returns the first n words of one stream, so word 0 is the "
      "same for n = 1 and n = 2 (checked for 2500 seeds)."),
+    ("gradex.scores.x_objective_change_stderr", [57],
+     "Equivalent: torch's std is unbiased (correction 1) by default."),
     # gradex/subsets.py
     ("gradex.subsets.x__own_seed", [4], RNG_SAME),
     ("gradex.subsets.x_sample_subsets", [40, 99], RNG_SAME),
@@ -160,6 +162,13 @@ BY_NAME: list[tuple[str, list[int], str]] = [
     ("gradex.affinity.x_subset_scores", [9, 10, 11, 12],
      "Equivalent: the guarded division is by max(size, 1), so no invalid or divide warning can arise."),
     ("gradex.affinity.x_task_zscores", [41], BOUNDARY),
+    ("gradex.affinity.x_task_model", [19, 21, 69], DTYPE),
+    ("gradex.affinity.x_task_model", [39], "Equivalent: None stored into a float64 array is NaN."),
+    ("gradex.affinity.x_task_model", [53], BOUNDARY),
+    ("gradex.affinity.x_task_model", [81],
+     "Equivalent: the design's columns are centred, so they are orthogonal to any constant added to the "
+     "target; least squares gives the same coefficients (and the intercept does not use the target)."),
+    ("gradex.affinity.x_task_model", [95], "Equivalent: rcond=None is numpy's default for lstsq."),
     # gradex/features.py
     ("gradex.features.x_per_sample_grads", [1],
      "Equivalent: per-sample gradients do not depend on how many samples one vmap call takes (tested)."),
@@ -172,6 +181,9 @@ BY_NAME: list[tuple[str, list[int], str]] = [
     ("grouping.baselines.x_random_partition", [13, 29],
      "Equivalent: for k = 1 the cut draw has size 0, consumes no random numbers, and gives no cuts."),
     ("grouping.baselines.x_random_partition", [17], RNG_SAME),
+    ("grouping.baselines.x_tag_lookahead", [35], BOUNDARY),
+    ("grouping.baselines.x_tag_lookahead", [45, 47], DTYPE),
+    ("grouping.baselines.x_tag_lookahead", [57], "Equivalent: float('NAN') is NaN."),
     # grouping/cluster.py
     ("grouping.cluster.x_canonical_partition", [2, 4],
      "Equivalent: disjoint nonempty sorted groups compare by their first element anyway."),

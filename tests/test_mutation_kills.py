@@ -8,6 +8,7 @@ scale invariances of the surrogate, and how fast the batched solver converges.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 
@@ -756,3 +757,151 @@ def test_projection_does_not_depend_on_the_default_dtype_and_uses_the_seeds_low_
     # Seed 1's chunk-0 generator seed is odd, so this pins the lowest bit of the derivation too.
     torch.testing.assert_close(reference[:2], torch.tensor([[1.26079523563385, 0.07806818932294846],
                                                              [0.7736055254936218, -0.9504769444465637]]))
+
+
+# ---- the estimator building blocks of issue 12 (second mutation run) ----------------------------
+def test_task_model_edges_one_subset_no_subset_flat_then_varying() -> None:
+    from policygradex.gradex.affinity import task_model
+
+    # Task 0 in exactly one subset: its spread is 0, so b_0 is that score and the row is zero (not NaN).
+    held = np.array([[1, 1, 0], [0, 1, 1], [0, 1, 1], [0, 1, 1]], dtype=bool)
+    scores = np.array([[5.0, 1.0, 0.0], [0.0, 2.0, 3.0], [0.0, 4.0, 1.0], [0.0, 3.0, 2.0]])
+    model = task_model(scores, held, ridge=0.0)
+    assert model.intercept[0] == 5.0 and not model.coef[0].any() and model.scale[0] == 0.0
+    # A task in no subset (task 0) does not stop the fit of the tasks after it.
+    held2 = held.copy()
+    held2[0, 0] = False
+    model = task_model(scores, held2, ridge=0.0)
+    assert np.isnan(model.intercept[0]) and model.coef[1].any() and model.scale[1] > 0
+    # A flat task first (task 0 held twice with the same score) does not stop the others either.
+    held3 = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [0, 1, 1], [1, 1, 0]], dtype=bool)
+    scores3 = np.array([[7.0, 1.0, 0.0], [7.0, 0.0, 3.0], [0.0, 4.0, 1.0], [0.0, 3.0, 2.0], [7.0, 2.5, 0.0]])
+    model = task_model(scores3, held3, ridge=0.0)
+    assert model.intercept[0] == 7.0 and not model.coef[0].any()
+    assert model.coef[1].any() and model.coef[2].any()
+
+
+def test_task_model_flatness_is_relative_to_the_score_level() -> None:
+    from policygradex.gradex.affinity import task_model
+
+    held = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 0], [1, 0, 1]], dtype=bool)
+    # Around 1e6 a spread of 1e-8 is round-off (below 1e-12 of the level): a zero row.
+    big = np.zeros((4, 3))
+    big[:, 0] = 1e6 + np.array([0.0, 1e-8, 2e-8, 0.0])
+    model = task_model(big, held, ridge=0.0)
+    assert not model.coef[0].any() and model.intercept[0] == pytest.approx(1e6)
+    # Around 0 the threshold is 1e-12 absolute: a spread of 1.5e-12 is fitted like any other.
+    tiny = np.zeros((4, 3))
+    tiny[:, 0] = np.array([0.0, 3e-12, 0.0, 3e-12])  # std 1.5e-12, higher whenever task 2 joins
+    model = task_model(tiny, held, ridge=0.0)
+    assert model.coef[0, 2] > 0 and model.scale[0] == pytest.approx(1.5e-12)
+
+
+def _objective_case():
+    g = torch.Generator().manual_seed(5)
+    grads = [torch.randn(6, 2, generator=g, dtype=torch.float64) for _ in range(3)]
+    adv = [torch.randn(6, generator=g, dtype=torch.float64) for _ in range(3)]
+    weights = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    return weights, [[1, 2], [1, 2], [2, 1]], grads, adv
+
+
+def test_objective_scores_with_a_task_in_no_subset_and_exact_messages() -> None:
+    from policygradex.gradex.scores import objective_change_stderr, score_objective_change
+
+    weights, subsets, grads, adv = _objective_case()  # task 0 is in no subset
+    for fn in (score_objective_change, objective_change_stderr):
+        out = fn(weights, subsets, grads, adv)
+        assert np.isnan(out[:, 0]).all() and np.isfinite(out[:, 1:]).all()
+    # Linear score by hand: mean_t (Â_t − mean Â) g̃_tᵀ w_S.
+    centred = adv[1] - adv[1].mean()
+    by_hand = [float((centred * (grads[1] @ weights[l])).mean()) for l in range(3)]
+    assert score_objective_change(weights, subsets, grads, adv)[:, 1] == pytest.approx(by_hand)
+    # Each shape check on its own, with its exact sentence.
+    stderr_msg = "pass one advantage vector per task (3), one subset per weight row (3) and coef_scale [3]."
+    with raises_exactly(stderr_msg):
+        objective_change_stderr(weights, subsets, grads, adv[:2])
+    with raises_exactly(stderr_msg):
+        objective_change_stderr(weights, subsets[:2], grads, adv)
+    with raises_exactly(stderr_msg):
+        objective_change_stderr(weights, subsets, grads, adv, coef_scale=torch.ones(2))
+    short = [adv[0], adv[1][:5], adv[2]]
+    with raises_exactly("task 1 has 6 gradient rows and 5 advantages; they must match and be at least 2."):
+        objective_change_stderr(weights, subsets, grads, short)
+    with raises_exactly("task 1 has 6 gradient rows and 5 advantages; they must match."):
+        score_objective_change(weights, subsets, grads, short)
+
+
+def _lookahead_setup(adv_values: list[list[float]], ratio: float = 1.0):
+    from policygradex.grouping.baselines import LookaheadBatch
+    from policygradex.rl.policy import log_prob
+
+    pol = build_policy(2, 2, True, PolicyConfig(depth=1, width=4), seed=3)
+    params = pol.actor_params()
+    batches = []
+    for t, values in enumerate(adv_values):
+        obs = torch.linspace(-1, 1, 2 * len(values)).reshape(len(values), 2) + t
+        actions = torch.arange(len(values)) % 2
+        with torch.no_grad():
+            logp = log_prob(pol.actor, params, obs, actions) - math.log(ratio)
+        batches.append(LookaheadBatch(obs, actions, torch.tensor(values), logp))
+    return pol, params, batches
+
+
+def _loss_by_hand(actor, params, batch, eps: float) -> torch.Tensor:
+    from policygradex.rl.policy import log_prob
+
+    r = torch.exp(log_prob(actor, params, batch.obs, batch.actions) - batch.logp_old)
+    a = batch.advantages
+    return torch.maximum(-a * r, -a * torch.clamp(r, 1 - eps, 1 + eps)).mean()
+
+
+def test_ppo_surrogate_default_clip_is_0_2_and_tag_passes_its_clip_on() -> None:
+    from policygradex.grouping.baselines import ppo_surrogate_loss, tag_lookahead
+
+    pol, params, batches = _lookahead_setup([[1.0, 2.0, 0.5], [-1.0, 0.3, 2.0]], ratio=1.5)
+    assert float(ppo_surrogate_loss(pol.actor, params, batches[0])) == pytest.approx(
+        float(_loss_by_hand(pol.actor, params, batches[0], 0.2)), rel=1e-6
+    )
+    # The lookahead with ε = 0.6 by hand (ratios of 1.5 are clipped at ε = 0.2 but not at 0.6).
+    eps, lr = 0.6, 0.3
+    z = tag_lookahead(pol.actor, params, batches, lr=lr, clip_coef=eps)
+    names = list(params)
+    for i in range(2):
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        g = torch.autograd.grad(_loss_by_hand(pol.actor, leaves, batches[i], eps), [leaves[k] for k in names])
+        stepped = {k: params[k].detach() - lr * gk for k, gk in zip(names, g, strict=True)}
+        for j in range(2):
+            base = float(_loss_by_hand(pol.actor, params, batches[j], eps))
+            after = float(_loss_by_hand(pol.actor, stepped, batches[j], eps))
+            assert float(z[i, j]) == pytest.approx((base - after) / abs(base), rel=1e-4)
+
+
+def test_tag_lookahead_guard_scales_with_the_advantages_and_exact_messages() -> None:
+    from policygradex.grouping.baselines import tag_lookahead
+
+    # Task 0: mean|Â| = 100 but L_0(θ_old) = −mean Â = −1e-5, below eps·100 = 1e-3: undefined (NaN).
+    pol, params, batches = _lookahead_setup([[100.0, -99.99998], [1.0, 2.0]])
+    z = tag_lookahead(pol.actor, params, batches, lr=0.1, eps=1e-5)
+    assert torch.isnan(z[:, 0]).all() and torch.isfinite(z[:, 1]).all()
+    with raises_exactly("no task batches given; pass one LookaheadBatch per task."):
+        tag_lookahead(pol.actor, params, [], lr=0.1)
+
+
+def test_tag_affinity_is_float64_and_its_messages() -> None:
+    from policygradex.grouping.baselines import tag_affinity
+
+    z = [torch.tensor([[0.0, 0.1], [0.3, 0.0]], dtype=torch.float32), np.array([[0.0, 0.2], [0.2, 0.0]])]
+    u = tag_affinity(z)
+    assert u.dtype == np.float64
+    assert u[0, 1] == u[1, 0] == pytest.approx(((0.1 + 0.2) / 2 + (0.3 + 0.2) / 2) / 2)
+    # Averaged in float64 even when the matrices are float32: (1e8 + 1) / 2 is not representable in float32.
+    z32 = [np.array([[0.0, 1e8], [1e8, 0.0]], dtype=np.float32), np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)]
+    assert tag_affinity(z32)[0, 1] == 50000000.5
+    with raises_exactly("no lookahead matrices given; collect at least one with tag_lookahead."):
+        tag_affinity([])
+    with raises_exactly("lookahead matrices have shape (2, 3); pass square [n, n] matrices of one n."):
+        tag_affinity([np.zeros((2, 3))])
+    with raises_exactly(
+        "Z[0, 1] is undefined in every matrix (task 1's loss was 0); collect more steps or use raw advantages."
+    ):
+        tag_affinity([np.array([[0.0, np.nan], [0.1, 0.0]])])
