@@ -16,7 +16,7 @@ Layout of a pipeline run (``policygradex run``)::
     affinity.npy, affinity_task.npy, affinity_aggregate.npy, coverage.npy
     groups.json, groups/<g>/    the partition; one trained policy directory per group
     results.json, report.md, figures/
-    approx_error.json/.md, ground_truth/, agreement.json, baselines/<name>/<g>/, groupings.json   (studies)
+    approx_error.json/.md, ground_truth/, agreement.json, baselines/<name>/<g>/, groupings.json/.md   (studies)
 
 Every write is atomic (``policygradex.io``). Every ``load_*`` names the command that makes a missing
 file, and turns a corrupt file into one line naming it.
@@ -633,3 +633,7 @@ class RunStore:
     def groupings_file(self, budget: str) -> Path:
         """The grouping comparison under a budget rule."""
         return self.groupings_path if budget == "proportional" else self.dir / f"groupings_{budget}.json"
+
+    def groupings_table_file(self, budget: str) -> Path:
+        """The grouping comparison's Markdown table under a budget rule."""
+        return self.groupings_file(budget).with_suffix(".md")
