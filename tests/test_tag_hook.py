@@ -191,3 +191,21 @@ def test_store_refuses_a_damaged_tag_file(tmp_path) -> None:
     run.store.tag_path.write_bytes(b"not a torch file")
     with pytest.raises(PolicyGradExError, match="is corrupt"):
         run.store.load_tag(6)
+
+
+def test_a_run_made_before_tag_every_reopens_with_the_same_settings(tmp_path) -> None:
+    """`run --out OLD_DIR` keeps working on runs made before the TAG hook: the hook only observes
+    training, so a config.json without meta.tag_every matches; any other difference still refuses."""
+    from policygradex.errors import PolicyGradExError
+    from policygradex.rundir import open_run_dir
+
+    config = {"family": "planted-toy", "seed": 0, "meta": {"lr": 0.001, "tag_every": 10}}
+    old = {"family": "planted-toy", "seed": 0, "meta": {"lr": 0.001}}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert open_run_dir(tmp_path, config) == tmp_path
+    assert json.loads((tmp_path / "config.json").read_text()) == old  # left as it was
+    with pytest.raises(PolicyGradExError, match=r"differs in: meta"):
+        open_run_dir(tmp_path, {**config, "meta": {"lr": 0.01, "tag_every": 10}})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PolicyGradExError, match=r"differs in: meta"):
+        open_run_dir(tmp_path, {**config, "meta": {"lr": 0.001, "tag_every": 5}})

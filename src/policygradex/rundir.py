@@ -175,6 +175,11 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     cfg_path = path / CONFIG_FILE
     if cfg_path.exists():
         existing = read_config(path)
+        meta, wanted = existing.get("meta"), config.get("meta")
+        if isinstance(meta, dict) and isinstance(wanted, dict) and "tag_every" not in meta:
+            # A run made before meta.tag_every reopens: the TAG hook only observes training (θ* does not
+            # depend on it); such a run has no TAG record, which compare-groupings reports.
+            config = {**config, "meta": {k: v for k, v in wanted.items() if k != "tag_every"}}
         if _normalise(existing) != _normalise(config):
             diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != _normalise(config).get(k))
             raise PolicyGradExError(
