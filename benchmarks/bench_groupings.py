@@ -4,8 +4,8 @@ seeds, with 95% confidence intervals and paired differences (issue #12).
     .venv/bin/python benchmarks/bench_groupings.py --family cartpole-10 --seeds 5 --executor process --workers 2 \
         --work runs/cmp-cartpole
 
-Per seed s: `policygradex run --seed s`, then `compare-groupings` (random ×2, gradient similarity, one policy
-for all tasks, one per task; the ground-truth grouping where `ground-truth` was run in that seed's folder).
+Per seed s: `policygradex run --seed s`, then `compare-groupings` (random ×2, gradient similarity, TAG, one
+policy for all tasks, one per task; the ground-truth grouping where `ground-truth` was run in that seed's folder).
 The --work folder is the same as `policygradex compare-seeds --out`; everything resumes.
 """
 
@@ -21,16 +21,7 @@ import torch
 from policygradex import studies, tasks
 from policygradex.config import RunConfig
 from policygradex.io import write_text
-
-LABELS = {
-    "estimated": "**PolicyGradEx** (estimated grouping)",
-    "random": "random grouping (mean of the random partitions)",
-    "gradient-similarity": "gradient-similarity grouping",
-    "one-group": "one policy for all tasks (k = 1), fine-tuned like the groups",
-    "single-task": "one policy per task (k = n), fine-tuned like the groups",
-    "ground-truth": "ground-truth grouping (clusters of fine-tuning every subset)",
-    "theta*": "θ* alone (the multitask policy, no group training)",
-}
+from policygradex.report import grouping_label, skipped_lines
 
 
 def main() -> None:
@@ -76,7 +67,9 @@ def main() -> None:
         ci = "–" if s["ci95"] is None else f"[{s['ci95'][0]:.1f}, {s['ci95'][1]:.1f}]"
         p = res["estimated_minus"].get(name)
         paired = "" if p is None else f"{p['diff']:+.1f} | [{p['ci95'][0]:+.1f}, {p['ci95'][1]:+.1f}] | {p['wins']:.0%}"
-        lines.append(f"| {LABELS.get(name, name)} | {s['mean']:.1f} | {ci} | {paired or ' | | '} |")
+        lines.append(f"| {grouping_label(name)} | {s['mean']:.1f} | {ci} | {paired or ' | | '} |")
+    if res["skipped"]:
+        lines += ["", "Left out of the summary (missing in some seed):", "", *skipped_lines(res["skipped"])]
     lines += ["", "Per seed:", "", "| seed | " + " | ".join(res["summary"]) + " | estimated groups |",
               "|---:|" + "---:|" * len(res["summary"]) + "---|"]
     for s in res["seeds"]:

@@ -173,6 +173,8 @@ def main() -> None:
              "; ".join(str(p[r]["groups"]) for r in randoms)),
             ("gradient-similarity grouping", p["gradient-similarity"]["mean"], sem("gradient-similarity"),
              "gradient-similarity", str(p["gradient-similarity"]["groups"])),
+            *([("TAG grouping (lookahead affinity over the meta-training)", p["tag"]["mean"], sem("tag"), "",
+                str(p["tag"]["groups"]))] if "tag" in p else []),
             ("**PolicyGradEx** (estimated grouping)", p["estimated"]["mean"], sem("estimated"), "estimated",
              str(p["estimated"]["groups"])),
         ]

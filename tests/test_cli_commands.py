@@ -145,16 +145,48 @@ def test_studies_and_report_on_a_finished_run(finished_run, tmp_path, capsys) ->
     assert main(["compare-groupings", "--run", str(d), "--random-seeds", "1"]) == 0
     out = capsys.readouterr().out
     cg = json.loads((d / "groupings.json").read_text())
-    assert set(cg["partitions"]) == {"estimated", "gradient-similarity", "one-group", "single-task", "ground-truth",
-                                     "random-0"}
+    assert set(cg["partitions"]) == {"estimated", "gradient-similarity", "tag", "one-group", "single-task",
+                                     "ground-truth", "random-0"}
+    assert cg["skipped"] == {}
     assert cg["partitions"]["ground-truth"]["groups"] == gt["groups"]
     assert cg["partitions"]["one-group"]["groups"] == [list(range(6))]
     est = cg["partitions"]["estimated"]
     assert est["groups"] == json.loads((d / "groups.json").read_text())["groups"]
     assert est["mean"] == pytest.approx(np.mean(list(est["per_task"].values())))
-    for name in ("gradient-similarity", "one-group", "single-task", "ground-truth", "random-0"):
+    for name in ("gradient-similarity", "tag", "one-group", "single-task", "ground-truth", "random-0"):
         assert (d / "baselines" / name / "0" / "policy.pt").is_file(), name
         assert f"{name:22s} mean {cg['partitions'][name]['mean']:.3f}" in out
+    # TAG: the same clustering of the lookahead the meta-training recorded (default: every 10th update)
+    from policygradex import pipeline, studies
+    from policygradex.grouping.baselines import tag_affinity
+    from policygradex.grouping.cluster import cluster
+
+    run = pipeline.reopen(d)
+    U = tag_affinity([run.store.load_tag(6).mean])
+    assert cg["partitions"]["tag"]["groups"] == cluster(U / np.abs(U).max(), 3, run.config.method, seed=run.seed).groups
+    table = (d / "groupings.md").read_text()
+    tag_row = next(line for line in table.splitlines() if line.startswith("| TAG grouping"))
+    assert f"{cg['partitions']['tag']['mean']:.2f}" in tag_row and f"`{cg['partitions']['tag']['groups']}`" in tag_row
+    # a run whose meta-training predates the hook (no meta.tag_every in config.json, no meta/tag.pt): TAG is
+    # skipped with why and how to get it, the rest compared as before (trained baselines reused)
+    old = tmp_path / "old"
+    shutil.copytree(d, old)
+    (old / "meta" / "tag.pt").unlink()
+    shutil.rmtree(old / "baselines" / "tag")
+    config = json.loads((old / "config.json").read_text())
+    del config["meta"]["tag_every"]
+    (old / "config.json").write_text(json.dumps(config))
+    assert main(["compare-groupings", "--run", str(old), "--random-seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    cg_old = json.loads((old / "groupings.json").read_text())
+    assert "tag" not in cg_old["partitions"] and not (old / "baselines" / "tag").exists()
+    assert {k: v["mean"] for k, v in cg_old["partitions"].items()} == \
+        {k: v["mean"] for k, v in cg["partitions"].items() if k != "tag"}
+    why = cg_old["skipped"]["tag"]
+    assert "predates the TAG lookahead" in why and "policygradex run --family planted-toy --out NEW_DIR" in why
+    assert f"tag                    skipped: {why}" in out
+    assert f"- **tag** skipped: {why}" in (old / "groupings.md").read_text()
+    assert studies.skipped_baselines(pipeline.reopen(d)) == {}
 
     # a second truth with another seed, and the ground truth's agreement with itself
     assert main(["ground-truth", "--run", str(d), "--total-steps", "1024", "--seed", "1"]) == 0

@@ -61,7 +61,7 @@ def _same(a: object, b: object) -> bool:
         return isinstance(b, torch.Tensor) and torch.equal(a, b)
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(
-            _same(a[k], b[k]) for k in a if k not in ("meta",)
+            _same(a[k], b[k]) for k in a if k not in ("meta", *TIMING)  # e.g. meta/tag.pt's seconds
         ) and _strip(a.get("meta")) == _strip(b.get("meta"))
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]

@@ -94,7 +94,8 @@ def test_compare_seeds_command_reports_intervals_and_paired_differences(tmp_path
     assert code == 0, capsys.readouterr().err
     res = json.loads((out / "comparison.json").read_text())
     assert res["seeds"] == [0, 1] and (out / "seed_0" / "groupings.json").exists() and (out / "seed_1" / "results.json").exists()
-    for name in ("estimated", "random", "gradient-similarity", "one-group", "single-task", "theta*"):
+    assert res["skipped"] == {} and "tag" in res["estimated_minus"]
+    for name in ("estimated", "random", "gradient-similarity", "tag", "one-group", "single-task", "theta*"):
         s = res["summary"][name]
         vals = [res["per_seed"][str(seed)][name] for seed in (0, 1)]
         assert s["mean"] == pytest.approx(np.mean(vals))

@@ -65,6 +65,10 @@ def test_killed_meta_training_resumes_to_the_same_weights(name, tmp_path):
     assert seen[0] > 1, "the rerun started from the first iteration instead of the saved state"
     _assert_same_weights(tmp_path / "full" / "meta" / "policy.pt", killed / "meta" / "policy.pt")
     assert not (killed / "meta" / "train_state.pt").exists()  # removed once training is done
+    # the TAG lookahead (default: every 10th update, here 2 of them) continued from the state's running sum
+    tag_full, tag_killed = (torch.load(d / "meta" / "tag.pt", weights_only=True) for d in (tmp_path / "full", killed))
+    assert tag_killed["lookaheads"] == tag_full["lookaheads"] == 2
+    assert torch.equal(tag_killed["count"], tag_full["count"]) and torch.equal(tag_killed["mean"].nan_to_num(), tag_full["mean"].nan_to_num())
     # the metrics log is that of one uninterrupted training
     steps = [line.split(",")[0] for line in (killed / "meta" / "metrics.jsonl").read_text().splitlines()]
     full = [line.split(",")[0] for line in (tmp_path / "full" / "meta" / "metrics.jsonl").read_text().splitlines()]

@@ -103,7 +103,7 @@ def test_compare_groupings_trains_every_baseline_with_the_same_budget(tmp_path):
     stamp = estimated_policy.stat().st_mtime_ns
     cg = studies.compare_groupings(run, seeds=1)
     parts = cg["partitions"]
-    assert set(parts) == {"estimated", "gradient-similarity", "one-group", "single-task", "random-0"}
+    assert set(parts) == {"estimated", "gradient-similarity", "tag", "one-group", "single-task", "random-0"}
     assert parts["single-task"]["groups"] == [[i] for i in range(family.n)]
     assert parts["one-group"]["groups"] == [list(range(family.n))]
     assert len(parts["random-0"]["groups"]) == 3
@@ -121,7 +121,7 @@ def test_compare_groupings_trains_every_baseline_with_the_same_budget(tmp_path):
 
     budget = trained_steps(d / "groups", parts["estimated"]["groups"])
     assert abs(budget - run.config.meta.ppo.total_steps) < run.config.meta.ppo.batch_size(1)
-    for name in ("gradient-similarity", "one-group", "single-task", "random-0"):
+    for name in ("gradient-similarity", "tag", "one-group", "single-task", "random-0"):
         assert trained_steps(d / "baselines" / name, parts[name]["groups"]) == budget, name
     assert json.loads((d / "groupings.json").read_text())["partitions"].keys() == parts.keys()
 

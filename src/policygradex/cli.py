@@ -169,8 +169,9 @@ class AgreementCmd(StageCmd):
 
 @dataclass(frozen=True)
 class CompareGroupingsCmd(StageCmd):
-    """Train group policies for random and gradient-similarity groupings, and one policy for all tasks
-    with the same budget, as for the estimated grouping; compare the mean score over all tasks (groupings.json)."""
+    """Train group policies for random, gradient-similarity and TAG groupings, one policy for all tasks and
+    one per task with the same budget, as for the estimated grouping; compare the mean score over all tasks
+    (groupings.json, groupings.md). TAG needs the lookahead recorded by the meta-training (meta.tag_every > 0)."""
 
     random_seeds: int = 2
     """Random groupings to average."""
@@ -438,6 +439,9 @@ def _compare_groupings(cmd: CompareGroupingsCmd, run, progress) -> None:
     cg = studies.compare_groupings(run, seeds=cmd.random_seeds, progress=progress, budget=cmd.budget)
     for name, r in cg["partitions"].items():
         print(f"{name:22s} mean {r['mean']:.3f}  groups {r['groups']}")
+    for name, why in cg["skipped"].items():
+        print(f"{name:22s} skipped: {why}")
+    print(f"wrote {run.store.groupings_table_file(cg['budget'])}")
 
 
 def _noise_ceiling(cmd: NoiseCeilingCmd, run, progress) -> None:
@@ -468,6 +472,8 @@ def cmd_compare_seeds(cmd: CompareSeedsCmd) -> None:
     for name, s in res["summary"].items():
         ci = "" if s["ci95"] is None else f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
         print(f"{name:22s} mean {s['mean']:.3f}{ci}")
+    for name, by_seed in res["skipped"].items():
+        print(f"{name:22s} skipped in seed(s) {', '.join(by_seed)}: {next(iter(by_seed.values()))}")
     print(f"wrote {cmd.out}/comparison.json")
 
 

@@ -73,6 +73,10 @@ def random_partition_seed(run_seed: int, s: int) -> int:
     return int(run_seed) * 1000 + int(s)
 
 
+DEFAULT_TAG_EVERY = 10
+"""meta.tag_every: the TAG lookahead every 10th PPO update (cartpole-10: 20 of the 195 updates)."""
+
+
 # ---- what the user sets --------------------------------------------------------------------------
 def _finite(name: str, v: float | None) -> None:
     if v is not None and not math.isfinite(v):
@@ -89,12 +93,19 @@ class MetaConfig:
     """Linear layers of actor and critic (paper: 4)."""
     width: int = 64
     """Hidden units per layer."""
+    tag_every: int = DEFAULT_TAG_EVERY
+    """Compute TAG's lookahead affinity every K PPO updates of the meta-training and average it, for the
+    `tag` baseline of compare-groupings (0: off). It changes no weight of θ*."""
 
     def __post_init__(self) -> None:
         if self.total_steps is not None and self.total_steps < 1:
             raise ConfigError(f"meta.total_steps={self.total_steps} must be a positive integer")
         if self.depth < 1 or self.width < 1:
             raise ConfigError(f"meta.depth={self.depth} and meta.width={self.width} must be at least 1")
+        if isinstance(self.tag_every, bool) or not isinstance(self.tag_every, int) or self.tag_every < 0:
+            raise ConfigError(
+                f"meta.tag_every={self.tag_every!r} must be an integer ≥ 0 (PPO updates between two TAG lookaheads; 0 turns them off)"
+            )
 
 
 @dataclass(frozen=True)
@@ -247,10 +258,18 @@ class FamilyInfo:
 
 @dataclass(frozen=True)
 class ResolvedMeta:
-    """Meta-training as run: PPO budget and hyperparameters, and the policy architecture."""
+    """Meta-training as run: PPO budget and hyperparameters, the policy architecture, and how often the
+    TAG lookahead was recorded."""
 
     ppo: PPOConfig
     policy: PolicyConfig
+    tag_every: int | None = None
+    """PPO updates between two TAG lookaheads (0: none); None in a ``config.json`` written before the
+    setting existed, whose meta-training recorded none."""
+
+    def __post_init__(self) -> None:
+        if self.tag_every is not None and self.tag_every < 0:
+            raise ConfigError(f"meta.tag_every={self.tag_every} must be ≥ 0 (0 turns the TAG lookahead off)")
 
 
 @dataclass(frozen=True)
@@ -334,7 +353,9 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
         )
     return ResolvedRun(
         command="run", family=FamilyInfo.of(family), k=cfg.k, seed=cfg.seed, preset=cfg.preset, method=cfg.method,
-        meta=ResolvedMeta(ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width)),
+        meta=ResolvedMeta(
+            ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width), tag_every=cfg.meta.tag_every
+        ),
         features=feats, estimate=est, groups=cfg.groups, executor=cfg.executor, workers=cfg.workers,
     )
 

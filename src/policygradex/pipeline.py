@@ -101,13 +101,19 @@ class Run:
 
 # ---- stages ----------------------------------------------------------------------------------------
 def stage_meta(run: Run) -> None:
-    """Meta-train θ* on all n tasks (``meta/``); resumes mid-training."""
-    from policygradex.training import train_into
+    """Meta-train θ* on all n tasks (``meta/``); resumes mid-training. With ``meta.tag_every`` K > 0,
+    TAG's lookahead affinity is averaged over the training (every K updates) into ``meta/tag.pt``,
+    written before θ*'s checkpoint; it changes no weight of θ*."""
+    from policygradex.training import TagLookahead, train_into
 
+    meta = run.config.meta
+    every = meta.tag_every or 0
+    tag = TagLookahead(range(run.family.n), every, meta.ppo.clip_coef, meta.ppo.norm_adv) if every else None
     train_into(
-        run.store.meta_dir, run.family, range(run.family.n), run.config.meta.ppo, run.config.meta.policy,
+        run.store.meta_dir, run.family, range(run.family.n), meta.ppo, meta.policy,
         stage_seed(run.seed, "meta"), run.config.groups.eval_episodes,
         progress=lambda it, total, m: run.progress("meta", it, total),
+        observer=tag, on_done=None if tag is None else lambda: run.store.save_tag(tag.record()),
     )
 
 

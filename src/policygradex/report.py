@@ -99,6 +99,63 @@ def run_report(results: dict[str, Any], coverage: np.ndarray, config: ResolvedRu
     return "\n".join(lines)
 
 
+GROUPING_LABELS = {
+    "estimated": "**PolicyGradEx** (estimated grouping)",
+    "random": "random grouping (mean of the random partitions)",
+    "gradient-similarity": "gradient-similarity grouping",
+    "tag": "TAG grouping (lookahead affinity averaged over the meta-training; Fifty et al. 2021)",
+    "one-group": "one policy for all tasks (k = 1), fine-tuned like the groups",
+    "single-task": "one policy per task (k = n), fine-tuned like the groups",
+    "ground-truth": "ground-truth grouping (clusters of fine-tuning every subset)",
+    "theta*": "θ* alone (the multitask policy, no group training)",
+}
+"""How the comparison tables name each grouping (``random-<s>``: one random partition)."""
+
+
+def grouping_label(name: str) -> str:
+    """The table label of a grouping of ``compare-groupings`` or ``compare-seeds``."""
+    if name.startswith("random-"):
+        return f"random grouping (seed {name.removeprefix('random-')})"
+    return GROUPING_LABELS.get(name, name)
+
+
+def skipped_lines(skipped: dict[str, Any]) -> list[str]:
+    """One Markdown line per grouping left out of a comparison, with why (a sentence, or one per seed)."""
+    lines = []
+    for name, why in skipped.items():
+        if isinstance(why, dict):
+            why = "; ".join(f"seed {s}: {w}" for s, w in why.items())
+        lines.append(f"- **{name}** skipped: {why}")
+    return lines
+
+
+def groupings_table(result: dict[str, Any], family: str, metric: str) -> str:
+    """The text of ``groupings.md`` from :func:`policygradex.studies.compare_groupings`'s result."""
+    what = "success rate" if metric == "success" else "mean return"
+    parts = result["partitions"]
+    est = parts["estimated"]["mean"]
+    rule = ("a group gets the meta budget × its size / n" if result["budget"] == "proportional"
+            else "every group gets the meta budget / k")
+    lines = [
+        f"# Grouping comparison: {family}",
+        "",
+        f"k = {result['k']}. Every grouping's group policies are trained from θ* with the same total budget "
+        f"(`{result['budget']}` rule: {rule}); each task is scored with its group's policy ({what}).",
+        "",
+        "| grouping | groups | mean over tasks | estimated − this |",
+        "|---|---|---:|---:|",
+        f"| {grouping_label('theta*')} | – | {result['meta_mean']:.2f} | {est - result['meta_mean']:+.2f} |",
+    ]
+    for name, r in parts.items():
+        diff = "" if name == "estimated" else f"{est - r['mean']:+.2f}"
+        lines.append(f"| {grouping_label(name)} | `{r['groups']}` | {r['mean']:.2f} | {diff} |")
+    lines.append(f"| {grouping_label('random')} | – | {result['random_mean']:.2f} | {est - result['random_mean']:+.2f} |")
+    skipped = skipped_lines(result.get("skipped") or {})
+    if skipped:
+        lines += ["", *skipped]
+    return "\n".join(lines) + "\n"
+
+
 def approx_error_table(result: dict[str, Any]) -> str:
     """The text of ``approx_error.md`` from :func:`policygradex.studies.approx_error`'s result."""
     name, table = result["family"], result["errors"]

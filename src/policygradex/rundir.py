@@ -7,7 +7,8 @@ pointing at a folder with unrelated files, is refused so no run overwrites anoth
 Layout of a pipeline run (``policygradex run``)::
 
     config.json                 resolved configuration
-    meta/                       θ*: policy.pt, eval.json, metrics.jsonl, tb/, train_state.pt while training
+    meta/                       θ*: policy.pt, eval.json, metrics.jsonl, tb/, train_state.pt while training;
+                                tag.pt: TAG's lookahead averaged over the meta-training (meta.tag_every > 0)
     features/                   task_<i>.pt (grads [N, d], advantages [N], logp [N], obs, actions), projection.json
     subsets.json                the m subsets with their seeds
     estimate/                   weights.pt [m, d], fit.json, chunks/chunk_<c>.json (rollout scores, resumable)
@@ -15,7 +16,7 @@ Layout of a pipeline run (``policygradex run``)::
     affinity.npy, affinity_task.npy, affinity_aggregate.npy, coverage.npy
     groups.json, groups/<g>/    the partition; one trained policy directory per group
     results.json, report.md, figures/
-    approx_error.json/.md, ground_truth/, agreement.json, baselines/<name>/<g>/, groupings.json   (studies)
+    approx_error.json/.md, ground_truth/, agreement.json, baselines/<name>/<g>/, groupings.json/.md   (studies)
 
 Every write is atomic (``policygradex.io``). Every ``load_*`` names the command that makes a missing
 file, and turns a corrupt file into one line naming it.
@@ -28,6 +29,7 @@ import os
 import pickle
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,82 @@ def is_trained(directory: str | os.PathLike[str]) -> bool:
     return policy_path(directory).exists() and eval_path(directory).exists()
 
 
+# ---- TAG's lookahead averaged over a training (issue 12, item 3) -----------------------------------------
+TAG_FILE = "tag.pt"
+TAG_FORMAT = "policygradex-tag/1"
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """TAG's lookahead inter-task affinity averaged over a training (Fifty et al. 2021).
+
+    Attributes:
+        mean: Z̄, shape ``[n, n]`` float64: row i the task stepped on, column j the task measured; the mean of
+            the defined entries of the collected matrices, NaN where none was defined.
+        count: ``[n, n]`` int64: how many collected matrices defined each entry.
+        every: the lookahead was computed every ``every`` PPO updates.
+        lookaheads: matrices collected.
+        seconds: compute time of the lookaheads (the observer's overhead on the training).
+    """
+
+    mean: np.ndarray
+    count: np.ndarray
+    every: int
+    lookaheads: int
+    seconds: float
+
+
+def tag_path(directory: str | os.PathLike[str]) -> Path:
+    """The averaged TAG lookahead of the training in ``directory``."""
+    return Path(directory) / TAG_FILE
+
+
+def save_tag(directory: str | os.PathLike[str], record: TagRecord) -> None:
+    """Write ``record`` to ``directory``'s ``tag.pt`` atomically."""
+    payload = {
+        "format": TAG_FORMAT, "mean": torch.as_tensor(record.mean, dtype=torch.float64),
+        "count": torch.as_tensor(record.count, dtype=torch.int64), "every": int(record.every),
+        "lookaheads": int(record.lookaheads), "seconds": float(record.seconds),
+    }
+    with atomic_path(tag_path(directory)) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_tag(directory: str | os.PathLike[str], n: int, fix: str) -> TagRecord:
+    """The averaged TAG lookahead in ``directory`` for ``n`` tasks.
+
+    Raises:
+        PolicyGradExError: a missing, corrupt or inconsistent file (``fix`` says what to do).
+    """
+    path = tag_path(directory)
+    if not path.exists():
+        raise PolicyGradExError(f"{path} is missing; {fix}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError):
+        raise PolicyGradExError(f"{str(path)!r} is corrupt; {fix}") from None
+    ok = isinstance(data, dict) and data.get("format") == TAG_FORMAT
+    if ok:
+        mean, count = data.get("mean"), data.get("count")
+        ok = (
+            isinstance(mean, torch.Tensor) and isinstance(count, torch.Tensor)
+            and mean.shape == (n, n) and count.shape == (n, n) and mean.dtype == torch.float64
+            and isinstance(data.get("every"), int) and data["every"] >= 1
+            and isinstance(data.get("lookaheads"), int) and isinstance(data.get("seconds"), float)
+        )
+    if ok:
+        defined = count > 0
+        ok = (
+            bool((count >= 0).all()) and bool((count <= data["lookaheads"]).all())
+            and bool(torch.isfinite(mean[defined]).all()) and bool(torch.isnan(mean[~defined]).all())
+        )
+    if not ok:
+        raise PolicyGradExError(
+            f"{str(path)!r} does not hold a TAG lookahead of {n} tasks ({TAG_FORMAT}: mean and count [{n}, {n}]); {fix}"
+        )
+    return TagRecord(data["mean"].numpy(), data["count"].numpy(), data["every"], data["lookaheads"], data["seconds"])
+
+
 # ---- run directories --------------------------------------------------------------------------------
 def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     """Create ``out`` for a run with ``config`` or reopen it if it holds the same run.
@@ -97,6 +175,11 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     cfg_path = path / CONFIG_FILE
     if cfg_path.exists():
         existing = read_config(path)
+        meta, wanted = existing.get("meta"), config.get("meta")
+        if isinstance(meta, dict) and isinstance(wanted, dict) and "tag_every" not in meta:
+            # A run made before meta.tag_every reopens: the TAG hook only observes training (θ* does not
+            # depend on it); such a run has no TAG record, which compare-groupings reports.
+            config = {**config, "meta": {k: v for k, v in wanted.items() if k != "tag_every"}}
         if _normalise(existing) != _normalise(config):
             diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != _normalise(config).get(k))
             raise PolicyGradExError(
@@ -206,6 +289,28 @@ class RunStore:
     def load_meta_eval(self) -> dict[str, Any]:
         """θ*'s evaluation (``EvalResult.to_dict()`` and counters)."""
         return self.load_eval(self.meta_dir, "meta")
+
+    @property
+    def tag_path(self) -> Path:
+        """TAG's lookahead averaged over the meta-training; written before θ*'s checkpoint."""
+        return tag_path(self.meta_dir)
+
+    def has_tag(self) -> bool:
+        """Whether the meta-training recorded TAG's lookahead (runs made before the hook, or with
+        ``meta.tag_every`` 0, did not)."""
+        return self.tag_path.exists()
+
+    def save_tag(self, record: TagRecord) -> None:
+        """TAG's averaged lookahead of the meta-training."""
+        save_tag(self.meta_dir, record)
+
+    def load_tag(self, n: int) -> TagRecord:
+        """TAG's averaged lookahead of the meta-training, checked for ``n`` tasks."""
+        fix = (
+            "it is written by the meta-training with --meta.tag-every K > 0; "
+            f"start a new run with `policygradex run --family {self.family} --out NEW_DIR`"
+        )
+        return load_tag(self.meta_dir, n, fix)
 
     # ---- features ---------------------------------------------------------------------------------
     def feature_path(self, i: int) -> Path:
@@ -533,3 +638,7 @@ class RunStore:
     def groupings_file(self, budget: str) -> Path:
         """The grouping comparison under a budget rule."""
         return self.groupings_path if budget == "proportional" else self.dir / f"groupings_{budget}.json"
+
+    def groupings_table_file(self, budget: str) -> Path:
+        """The grouping comparison's Markdown table under a budget rule."""
+        return self.groupings_file(budget).with_suffix(".md")

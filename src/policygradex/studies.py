@@ -6,8 +6,8 @@
   estimate is scored (``ground_truth/``): the expensive baseline, resumable subset by subset.
 * :func:`agreement` — rank/linear correlation of estimated vs true f(S, i), NMI of the clusterings
   (random partitions beside it), and the compute-time speed-up (``agreement.json``).
-* :func:`compare_groupings` — the estimated grouping vs random and gradient-similarity grouping, each
-  followed by the same group training (``groupings.json``).
+* :func:`compare_groupings` — the estimated grouping vs random, gradient-similarity and TAG grouping,
+  k = 1 and k = n, each followed by the same group training (``groupings.json``, ``groupings.md``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 from policygradex.analysis.agreement import nmi, random_nmi, score_agreement
 from policygradex.analysis.approx import DEFAULT_DISTANCES, approximation_errors
 from policygradex.config import (
+    DEFAULT_TAG_EVERY,
     TRUTH_EVAL_SEED_KEY,
     TRUTH_SEED_KEY,
     BudgetRule,
@@ -34,7 +35,7 @@ from policygradex.config import (
     random_partition_seed,
     stage_seed,
 )
-from policygradex.errors import ConfigError
+from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import make_executor
 from policygradex.gradex.subsets import first_occurrences
 from policygradex.io import write_json, write_text
@@ -299,10 +300,43 @@ def agreement(run: Run) -> dict[str, Any]:
 
 
 # ---- grouping baselines ------------------------------------------------------------------------------
+def tag_affinity_of(run: Run) -> np.ndarray | str:
+    """TAG's affinity U [n, n] from the lookahead averaged over the meta-training (``meta/tag.pt``):
+    Z̄ symmetrised with a zero diagonal (:func:`~policygradex.grouping.baselines.tag_affinity`); or,
+    where there is none, one sentence saying why and how to get it."""
+    from policygradex.grouping.baselines import tag_affinity
+
+    store, n = run.store, run.family.n
+    redo = (f"start a new run with `policygradex run --family {run.family.name} --out NEW_DIR` "
+            f"(--meta.tag-every {DEFAULT_TAG_EVERY} is the default)")
+    if not store.has_tag():
+        every = run.config.meta.tag_every
+        if every is None:
+            why = "this run predates the TAG lookahead (its config.json has no meta.tag_every)"
+        elif every == 0:
+            why = "this run's meta-training had the TAG lookahead off (meta.tag_every 0)"
+        else:
+            why = f"{store.tag_path} is missing although meta.tag_every is {every}"
+        return f"{why}, so there is no TAG affinity to cluster; {redo}"
+    try:  # a damaged or never-defined lookahead costs the TAG row, not the whole comparison
+        return tag_affinity([store.load_tag(n).mean])
+    except PolicyGradExError as e:
+        return f"the TAG lookahead is unusable: {e}"
+
+
+def skipped_baselines(run: Run) -> dict[str, str]:
+    """The baselines :func:`baseline_partitions` leaves out of this run, each with why and how to get it
+    (the ground-truth grouping is left out silently: it is an optional, expensive study)."""
+    U = tag_affinity_of(run)
+    return {"tag": U} if isinstance(U, str) else {}
+
+
 def baseline_partitions(run: Run, seeds: int = 1) -> dict[str, list[list[int]]]:
     """Every grouping compared with the estimated one (issue #12, item 3): gradient similarity (SDP on
-    the cosine of task-mean advantage-weighted gradients), one policy for all tasks (k = 1), one per
-    task (k = n), ``seeds`` random partitions, and the ground-truth grouping where it was measured."""
+    the cosine of task-mean advantage-weighted gradients), TAG (the same clustering of the lookahead
+    affinity averaged over the meta-training, where it was recorded; see :func:`skipped_baselines`),
+    one policy for all tasks (k = 1), one per task (k = n), ``seeds`` random partitions, and the
+    ground-truth grouping where it was measured."""
     from policygradex.grouping.baselines import gradient_similarity, random_partition, task_mean_gradients
     from policygradex.grouping.cluster import cluster
 
@@ -312,6 +346,15 @@ def baseline_partitions(run: Run, seeds: int = 1) -> dict[str, list[list[int]]]:
     partitions = {
         "estimated": store.load_groups(n),
         "gradient-similarity": cluster(sim, k, run.config.method, seed=run.seed).groups,
+    }
+    tag = tag_affinity_of(run)
+    if not isinstance(tag, str):
+        # TAG's entries are relative loss changes after one step at a training learning rate, often far below 1:
+        # scaled to a largest entry of 1 (a positive factor changes no method's partition), so the solvers'
+        # tolerances see numbers of the size they were set for
+        scale = float(np.abs(tag).max())
+        partitions["tag"] = cluster(tag / scale if scale > 0 else tag, k, run.config.method, seed=run.seed).groups
+    partitions |= {
         # k = 1 and k = n with the same total budget: the gain of grouping against more training alone
         "one-group": [list(range(n))],
         "single-task": [[i] for i in range(n)],
@@ -326,7 +369,11 @@ def baseline_partitions(run: Run, seeds: int = 1) -> dict[str, list[list[int]]]:
 def compare_groupings(run: Run, seeds: int = 1, progress: Any = None, budget: BudgetRule | None = None) -> dict[str, Any]:
     """Train group policies for every baseline grouping (:func:`baseline_partitions`) exactly as for
     the estimated grouping, under the run's budget rule or ``budget``; writes ``groupings.json``
-    (``groupings_<rule>.json`` for another rule) with the per-task and mean score of each."""
+    (``groupings_<rule>.json`` for another rule) with the per-task and mean score of each, the
+    baselines left out and why (``skipped``, see :func:`skipped_baselines`), and its table
+    ``groupings.md`` (``groupings_<rule>.md``)."""
+    from policygradex.report import groupings_table
+
     if seeds < 1:
         raise ConfigError(f"random_seeds={seeds} must be at least 1 (the random grouping is the baseline to beat)")
     store, k = run.store, run.config.k
@@ -343,8 +390,10 @@ def compare_groupings(run: Run, seeds: int = 1, progress: Any = None, budget: Bu
             progress("groupings", len(results), len(partitions))
     rand = [v["mean"] for k_, v in results.items() if k_.startswith("random-")]
     out = {"k": k, "budget": rule, "partitions": results, "random_mean": float(np.mean(rand)),
-           "meta_mean": float(np.mean(list(run.metric_of(store.load_meta_eval()).values())))}
+           "meta_mean": float(np.mean(list(run.metric_of(store.load_meta_eval()).values()))),
+           "skipped": skipped_baselines(run)}
     write_json(store.groupings_file(rule), out)
+    write_text(store.groupings_table_file(rule), groupings_table(out, run.family.full_name, run.family.metric))
     return out
 
 
@@ -363,6 +412,8 @@ def compare_over_seeds(
     """The whole pipeline and :func:`compare_groupings` once per seed (``out/seed_<s>/``), then every
     grouping's mean over seeds with a 95% t interval, and the estimated grouping against each baseline
     paired by seed (mean difference, its interval, fraction of seeds won); writes ``out/comparison.json``.
+    A grouping missing in some seed (TAG where a seed's meta-training did not record it) is left out of the
+    summary; ``skipped`` says, per grouping and seed, why.
 
     Args:
         family, cfg: the family and the run configuration (its seed is replaced by each of ``seeds``).
@@ -385,6 +436,7 @@ def compare_over_seeds(
     root = Path(out)
     per_seed: dict[int, dict[str, float]] = {}
     groups: dict[int, dict[str, list[list[int]]]] = {}
+    skipped: dict[str, dict[str, str]] = {}
     for j, s in enumerate(seeds):
         d = root / f"seed_{s}"
         run_pipeline(family, dc_replace(cfg, seed=s), d, progress)
@@ -397,6 +449,8 @@ def compare_over_seeds(
         values["theta*"] = cg["meta_mean"]
         per_seed[s] = values
         groups[s] = {name: p["groups"] for name, p in cg["partitions"].items()}
+        for name, why in cg["skipped"].items():
+            skipped.setdefault(name, {})[str(s)] = why
         if progress:
             progress("seeds", j + 1, len(seeds))
     methods = [m for m in per_seed[seeds[0]] if all(m in v for v in per_seed.values())]
@@ -416,6 +470,6 @@ def compare_over_seeds(
                          "p_value": pc.p_value}
     result = {"family": family.full_name, "seeds": list(seeds), "k": cfg.k, "budget": budget or cfg.groups.budget,
               "per_seed": {str(s): per_seed[s] for s in seeds}, "groups": {str(s): groups[s] for s in seeds},
-              "summary": summary, "estimated_minus": paired}
+              "summary": summary, "estimated_minus": paired, "skipped": skipped}
     write_json(root / "comparison.json", result)
     return result

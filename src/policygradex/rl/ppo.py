@@ -14,7 +14,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -144,6 +144,8 @@ class TrainState:
         rollout: the :class:`RolloutState` arrays (current observations, running episode counters).
         history: the ``train/`` metrics of every finished iteration.
         episodes: every finished training episode as (task, return, length, success).
+        observer: the :class:`UpdateObserver`'s ``state_dict()`` (None: trained without one; states
+            saved before observers existed have no such entry).
     """
 
     iteration: int
@@ -157,6 +159,7 @@ class TrainState:
     rollout: dict[str, Tensor]
     history: list[dict[str, float]]
     episodes: list[tuple[int, float, int, bool]]
+    observer: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``torch.save``."""
@@ -166,6 +169,28 @@ class TrainState:
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
         """The inverse of :meth:`to_dict`."""
         return cls(**d)
+
+
+class UpdateObserver(Protocol):
+    """Watches a training without taking part in it (the TAG lookahead of issue 12 is one).
+
+    :func:`train` calls :meth:`observe` once per iteration, after the rollout and before the update's
+    gradient steps. An observer must leave the policy and the batch as they are and draw from no random
+    stream the training uses, so the trained weights are the same with or without it. Its state travels
+    in :class:`TrainState`, so a resumed training continues it.
+    """
+
+    def observe(self, iteration: int, policy: ActorCritic, batch: Batch, lr: float) -> None:
+        """Look at iteration ``iteration``'s fresh ``batch`` at the policy before its update (step size ``lr``)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The observer's state as plain data and tensors (saved with ``weights_only=True``)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`; raises ValueError for a state of another observer."""
+        ...
 
 
 def streams(seed: int) -> tuple[int, torch.Generator, np.random.Generator]:
@@ -202,6 +227,7 @@ def ppo_loss(policy: ActorCritic, mb: Batch, adv: Tensor, cfg: PPOConfig) -> tup
 def _capture(
     iteration: int, result: TrainResult, policy: ActorCritic, optimizer: torch.optim.Optimizer,
     gen: torch.Generator, mb_rng: np.random.Generator, venv: Any, state: RolloutState, start: float,
+    observer: UpdateObserver | None = None,
 ) -> TrainState | None:
     """The training state after ``iteration`` iterations, or None where the envs cannot be captured."""
     env = env_state(venv)
@@ -218,6 +244,7 @@ def _capture(
         },
         history=list(result.history),
         episodes=[(e.task, e.ret, e.length, e.success) for e in result.episodes],
+        observer=None if observer is None else copy.deepcopy(observer.state_dict()),
     )
 
 
@@ -240,6 +267,7 @@ def train(
     resume: TrainState | None = None,
     on_state: Callable[[TrainState], None] | None = None,
     state_every_s: float = 30.0,
+    observer: UpdateObserver | None = None,
 ) -> TrainResult:
     """Train with multitask PPO on ``task_indices`` of ``family``.
 
@@ -258,12 +286,15 @@ def train(
             seconds (0: after every iteration), so a killed training can resume; not called where the
             environments cannot be captured (``tasks.base.env_state`` is None).
         state_every_s: seconds between two states given to ``on_state``.
+        observer: watches every iteration's batch before its update (see :class:`UpdateObserver`);
+            with ``resume``, it continues from the state's ``observer`` entry.
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
-        ConfigError: bad task indices or a budget below one rollout.
+        ConfigError: bad task indices, a budget below one rollout, or an observer with a ``resume``
+            state that holds none.
     """
     tasks = family.check_indices(task_indices)
     iterations = cfg.num_iterations(len(tasks))
@@ -292,6 +323,10 @@ def train(
         venv.set_state(resume.env)  # type: ignore[attr-defined]
         r = resume.rollout
         state = RolloutState(r["obs"].numpy(), r["ep_return"].numpy(), r["ep_length"].numpy(), r["ep_success"].numpy())
+        if observer is not None:
+            if resume.observer is None:
+                raise ConfigError("the training state holds no observer state; resume without the observer or restart")
+            observer.load_state_dict(resume.observer)
         first = resume.iteration
         result.env_steps = resume.env_steps
         result.history = list(resume.history)
@@ -307,6 +342,8 @@ def train(
             batch = collect(policy, venv, state, cfg.num_steps, cfg.gamma, cfg.gae_lambda, gen, bounds)
             result.env_steps += batch_size
             result.episodes.extend(batch.episodes)
+            if observer is not None:
+                observer.observe(it, policy, batch, float(optimizer.param_groups[0]["lr"]))
             sums: dict[str, float] = {}
             count = 0
             for _ in range(cfg.update_epochs):
@@ -342,7 +379,7 @@ def train(
             if progress is not None:
                 progress(it + 1, iterations, metrics)
             if on_state is not None and it + 1 < iterations and time.perf_counter() - last_state >= state_every_s:
-                captured = _capture(it + 1, result, policy, optimizer, gen, mb_rng, venv, state, start)
+                captured = _capture(it + 1, result, policy, optimizer, gen, mb_rng, venv, state, start, observer)
                 if captured is not None:
                     on_state(captured)
                 last_state = time.perf_counter()
