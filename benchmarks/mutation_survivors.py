@@ -163,6 +163,11 @@ BY_NAME: list[tuple[str, list[int], str]] = [
      "Equivalent: the guarded division is by max(size, 1), so no invalid or divide warning can arise."),
     ("gradex.affinity.x_task_zscores", [41], BOUNDARY),
     ("gradex.affinity.x_task_model", [19, 21, 69], DTYPE),
+    ("gradex.affinity.x_no_signal_tasks", [17, 19], DTYPE),
+    ("gradex.affinity.x_no_signal_tasks", [42, 45],
+     "Equivalent with the installed numpy: np.unique(..., axis=0, return_inverse=True) returns a 1-D "
+     "inverse already (the reshape guards numpy 2.0.0, whose inverse kept the reduced axis); numpy "
+     "accepts reshape(None) and reshape(-2) of a 1-D array unchanged."),
     ("gradex.affinity.x_task_model", [39], "Equivalent: None stored into a float64 array is NaN."),
     ("gradex.affinity.x_task_model", [53], BOUNDARY),
     ("gradex.affinity.x_task_model", [81],

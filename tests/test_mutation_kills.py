@@ -905,3 +905,35 @@ def test_tag_affinity_is_float64_and_its_messages() -> None:
         "Z[0, 1] is undefined in every matrix (task 1's loss was 0); collect more steps or use raw advantages."
     ):
         tag_affinity([np.array([[0.0, np.nan], [0.1, 0.0]])])
+
+
+def test_no_signal_tasks_edges_types_and_relative_constancy() -> None:
+    from policygradex.gradex.affinity import no_signal_tasks
+
+    held = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 1, 1]], dtype=bool)
+    scores = np.zeros((4, 3))
+    # Task 0 is held only by one distinct subset (rows 0 and 1 are the same draw), as is task 3: both
+    # flagged with spread 0, and neither stops the check of tasks 1 and 2, which vary.
+    once = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]], dtype=bool)
+    scores1 = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 5.0, 1.0, 0.0], [0.0, 0.0, 4.0, 2.0]])
+    check = no_signal_tasks(scores1, once)
+    assert check.flagged.tolist() == [True, False, False, True]
+    assert check.spread[0] == 0.0 and check.threshold[0] == np.inf and check.distinct.tolist() == [1, 2, 2, 1]
+    assert check.flagged.dtype == bool and check.distinct.dtype == np.int64
+    # Constant scores are flagged even with rel_tol = 0 (spread 0 ≤ threshold 0).
+    scores[:, 0] = 3.0
+    scores[:, 1] = [1.0, 0.0, 2.0, 4.0]
+    scores[:, 2] = [0.0, 1.0, 2.0, 3.0]
+    check = no_signal_tasks(scores, held, rel_tol=0.0)
+    assert check.flagged.tolist() == [True, False, False]
+    # "Constant" is relative to the level: around 1e12 a spread of 1e-4 is round-off ...
+    big = scores.copy()
+    big[:, 0] = 1e12 + np.array([0.0, 1e-4, 2e-4, 0.0])
+    assert no_signal_tasks(big, held).flagged[0]
+    # ... and absolute (1e-9) around 0: a spread of 1.5e-9 is signal.
+    tiny = scores.copy()
+    tiny[:, 0] = np.array([0.0, 1.5e-9, 3e-9, 0.0])  # sample std 1.5e-9
+    assert not no_signal_tasks(tiny, held).flagged[0]
+    for alpha in (0.0, 1.0):
+        with raises_exactly(f"alpha={alpha} must lie in (0, 1), e.g. 0.05."):
+            no_signal_tasks(scores, held, alpha=alpha)
