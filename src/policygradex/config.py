@@ -238,6 +238,8 @@ class FamilyInfo:
     metric: str
     source: str
     tasks: tuple[TaskInfo, ...]
+    factory: str | None = None
+    """``package.module:factory`` for a family built from that string (rebuilt from it by ``reopen``)."""
 
     @classmethod
     def of(cls, family: TaskFamily) -> FamilyInfo:

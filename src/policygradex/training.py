@@ -5,6 +5,7 @@ Shared by ``policygradex train`` and the pipeline's meta-training and group-poli
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import zipfile
@@ -35,6 +36,7 @@ from policygradex.tasks.base import TaskFamily
 from policygradex.threads import torch_threads
 
 Progress = Callable[[int, int, dict[str, float]], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ def train_into(
         ev = read_json(eval_path(d))
         return TrainedPolicy(d, ckpt, _eval_from_dict(ev), resumed=True)
     resume = _load_state(d)
+    if resume is not None:
+        log.info("%s: resuming from its saved training state (%d iterations done)", d, len(resume.history))
 
     def save_state(state: TrainState) -> None:
         with atomic_path(train_state_path(d)) as tmp:
