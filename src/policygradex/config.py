@@ -89,6 +89,9 @@ class MetaConfig:
     """Linear layers of actor and critic (paper: 4)."""
     width: int = 64
     """Hidden units per layer."""
+    from_sb3: str | None = None
+    """A Stable-Baselines3 PPO model (.zip) trained on this family (policygradex.rl.sb3.make_sb3_env) to use as
+    θ* instead of meta-training; its architecture replaces depth and width (extra sb3)."""
 
     def __post_init__(self) -> None:
         if self.total_steps is not None and self.total_steps < 1:
@@ -249,10 +252,13 @@ class FamilyInfo:
 
 @dataclass(frozen=True)
 class ResolvedMeta:
-    """Meta-training as run: PPO budget and hyperparameters, and the policy architecture."""
+    """Meta-training as run: PPO budget and hyperparameters, and the policy architecture; or the
+    Stable-Baselines3 model imported as θ* (its path and SHA-256, so another model is another run)."""
 
     ppo: PPOConfig
     policy: PolicyConfig
+    sb3_model: str | None = None
+    sb3_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,9 +340,21 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
             f"groups.total_steps={gc.total_steps} is less than one rollout for a group of up to {largest} tasks "
             f"({meta_ppo.batch_size(largest)} steps); raise it"
         )
+    meta = ResolvedMeta(ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width))
+    if cfg.meta.from_sb3 is not None:
+        import hashlib
+        import os
+
+        from policygradex.rl.sb3 import read_architecture
+
+        path = os.path.abspath(cfg.meta.from_sb3)
+        policy = read_architecture(path, family)  # an unmappable model is refused here, before any work
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        meta = ResolvedMeta(ppo=meta_ppo, policy=policy, sb3_model=path, sb3_sha256=digest)
     return ResolvedRun(
         command="run", family=FamilyInfo.of(family), k=cfg.k, seed=cfg.seed, preset=cfg.preset, method=cfg.method,
-        meta=ResolvedMeta(ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width)),
+        meta=meta,
         features=feats, estimate=est, groups=cfg.groups, executor=cfg.executor, workers=cfg.workers,
     )
 

@@ -103,9 +103,20 @@ class Run:
 
 # ---- stages ----------------------------------------------------------------------------------------
 def stage_meta(run: Run) -> None:
-    """Meta-train θ* on all n tasks (``meta/``); resumes mid-training."""
-    from policygradex.training import train_into
+    """Meta-train θ* on all n tasks (``meta/``); resumes mid-training. With ``meta.sb3_model``, import
+    that Stable-Baselines3 model as θ* instead (and evaluate it as a trained θ* is)."""
+    from policygradex.training import import_into, train_into
 
+    m = run.config.meta
+    if m.sb3_model is not None:
+        from policygradex.rl.sb3 import load_sb3_policy
+
+        import_into(
+            run.store.meta_dir, load_sb3_policy(m.sb3_model, run.family), run.family, range(run.family.n),
+            stage_seed(run.seed, "meta"), run.config.groups.eval_episodes,
+            {"imported": m.sb3_model, "sha256": m.sb3_sha256, "format": "stable-baselines3 PPO"},
+        )
+        return
     train_into(
         run.store.meta_dir, run.family, range(run.family.n), run.config.meta.ppo, run.config.meta.policy,
         stage_seed(run.seed, "meta"), run.config.groups.eval_episodes,
