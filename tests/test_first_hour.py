@@ -155,7 +155,9 @@ def test_report_explains_itself_in_markdown_and_html(factory_run):
     for figure in ("affinity", "tasks", "curves"):
         assert f"figures/{figure}.png" in md and (out / "figures" / f"{figure}.png").is_file()
     assert page.count('src="data:image/png;base64,') == 3 and 'src="figures/' not in page  # opens offline
-    assert "Budgets, seeds and timings" in md and "| meta |" in md and "12,288 env steps" in md  # 4,096 × 3
+    assert "## Budgets and seeds" in md and "12,288 env steps" in md  # 4,096 × 3
+    timings = md.split("## Timings\n")[1]
+    assert re.search(r"\| meta \| \d+\.\d s \|", timings) and "| group 1 |" in timings
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")

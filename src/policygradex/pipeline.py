@@ -362,7 +362,7 @@ def results(run: Run) -> dict[str, Any]:
     for g, members in enumerate(groups):
         record = run.store.load_eval(run.store.group_dir(g))
         ev = run.metric_of(record)
-        group_training.append({"group": g, "env_steps": record.get("env_steps"), "wall_seconds": record.get("wall_seconds")})
+        group_training.append({"group": g, "env_steps": record.get("env_steps")})
         for i in members:
             group_of[i] = g
             group_scores[i] = ev[i]
@@ -385,7 +385,7 @@ def results(run: Run) -> dict[str, Any]:
         # runs made before the check existed have no signal.json: unknown, not "none"
         "no_signal_tasks": run.store.load_signal()["no_signal"] if run.store.signal_path.exists() else None,
         "budget_rule": run.config.groups.budget if run.config.groups.total_steps is None else "fixed",
-        "meta_training": {k: meta_record.get(k) for k in ("env_steps", "wall_seconds", "imported")},
+        "meta_training": {k: meta_record.get(k) for k in ("env_steps", "imported")},
         "group_training": group_training,
     }
 
@@ -417,7 +417,12 @@ def stage_report(run: Run) -> None:
     if any(curves.values()):
         plot_curves(run.store.figure_path("curves"), curves, "mean training-episode return")
         figures.append("curves")
-    blocks = report_blocks(res, run.store.load_coverage(), run.config, run.store.load_timings(), figures)
+    # wall-clocks stay out of results.json (a seed fixes it byte for byte) and go to the report's last section
+    training = {"θ* (meta-training)": run.store.load_meta_eval().get("wall_seconds")}
+    training.update({f"group {g}": run.store.load_eval(run.store.group_dir(g)).get("wall_seconds")
+                     for g in range(len(res["groups"]))})
+    timings = {"training": {k: float(v) for k, v in training.items() if v}, "stages": run.store.load_timings()}
+    blocks = report_blocks(res, run.store.load_coverage(), run.config, timings, figures)
     write_text(run.store.report_path, render_markdown(blocks))
     write_text(run.store.report_html_path, render_html(blocks, run.store.figure_path("affinity").parent))
 

@@ -198,6 +198,9 @@ def explain(results: dict[str, Any], U: np.ndarray) -> list[str]:
 
 
 # ---- the report as blocks, rendered to Markdown and HTML ---------------------------------------------
+TIMINGS_HEADING = "Timings"
+"""The report's last section: wall-clocks, which differ from run to run (everything before it is fixed by the seed)."""
+
 @dataclass(frozen=True)
 class Block:
     """One piece of the report: ``kind`` is "h1", "h2", "p", "ul", "table" or "img"; ``text`` is the
@@ -211,11 +214,12 @@ class Block:
 
 
 def report_blocks(
-    results: dict[str, Any], coverage: np.ndarray, config: ResolvedRun, timings: Mapping[str, float],
+    results: dict[str, Any], coverage: np.ndarray, config: ResolvedRun, timings: Mapping[str, Mapping[str, float]],
     figures: Sequence[str],
 ) -> list[Block]:
     """The content of ``report.md`` and ``report.html``: summary, groups, figures, the per-task table,
-    budgets, seeds and stage timings."""
+    budgets and seeds, and last the wall-clocks (``timings["training"]``: seconds of each policy's training;
+    ``timings["stages"]``: of each stage), the only part a seed does not fix."""
     names = [t["name"] for t in results["tasks"]]
     metric = _metric_name(results["metric"])
     e, gc, meta = config.estimate, config.groups, config.meta.ppo
@@ -255,28 +259,33 @@ def report_blocks(
         b += [Block("h2", "Training curves"),
               Block("img", "mean training-episode return of θ* and of each group policy (from metrics.jsonl)",
                     image="curves")]
-    b.append(Block("h2", "Budgets, seeds and timings"))
-    budget = [("what", "budget", "seed", "wall-clock")]
+    b.append(Block("h2", "Budgets and seeds"))
+    budget = [("what", "budget", "seed")]
     m = results.get("meta_training") or {}
     budget.append(("θ* (meta-training, all tasks)", f"{meta.total_steps:,} env steps" if not m.get("imported")
-                   else f"imported from {m['imported']}", str(stage_seed(config.seed, "meta")),
-                   format_seconds(m["wall_seconds"]) if m.get("wall_seconds") else "—"))
+                   else f"imported from {m['imported']}", str(stage_seed(config.seed, "meta"))))
     k = len(results["groups"])
-    for info in results.get("group_training", []):
-        g, size = info["group"], len(results["groups"][info["group"]])
-        budget.append((f"group {g} ({size} task{'s' if size > 1 else ''})",
-                       f"{group_ppo(config, size, k).total_steps:,} env steps", str(derive_seed(config.seed, GROUP_SEED_KEY, g)),
-                       format_seconds(info["wall_seconds"]) if info.get("wall_seconds") else "—"))
+    for g, members in enumerate(results["groups"]):
+        budget.append((f"group {g} ({len(members)} task{'s' if len(members) > 1 else ''})",
+                       f"{group_ppo(config, len(members), k).total_steps:,} env steps",
+                       str(derive_seed(config.seed, GROUP_SEED_KEY, g))))
     budget.append(("features", f"{config.features.samples_per_task} transitions per task, d = {config.features.d}",
-                   str(stage_seed(config.seed, "features")), "—"))
+                   str(stage_seed(config.seed, "features"))))
     budget.append(("subsets and scores", f"m = {results['num_subsets']}, {e.episodes} episodes per (subset, task)",
-                   f"{stage_seed(config.seed, 'subsets')}, {stage_seed(config.seed, 'estimate')}", "—"))
+                   f"{stage_seed(config.seed, 'subsets')}, {stage_seed(config.seed, 'estimate')}"))
     b.append(Block("table", items=tuple(budget)))
-    if timings:
-        stage_rows = [("stage", "wall-clock (last run)")]
-        stage_rows += [(s, format_seconds(timings[s])) for s in STAGES if s in timings]
-        stage_rows.append(("**total**", f"**{format_seconds(sum(timings[s] for s in STAGES if s in timings))}**"))
-        b.append(Block("table", items=tuple(stage_rows)))
+    b.append(Block("h2", TIMINGS_HEADING))
+    b.append(Block("p", "Wall-clock of the last run of each stage and of each policy's training on this machine "
+                        "(the only part of the report that a seed does not fix)."))
+    stages = timings.get("stages", {})
+    stage_rows = [("stage", "wall-clock")] + [(s, format_seconds(stages[s])) for s in STAGES if s in stages]
+    if stages:
+        stage_rows.append(("**total**", f"**{format_seconds(sum(stages[s] for s in STAGES if s in stages))}**"))
+    b.append(Block("table", items=tuple(stage_rows)))
+    training = timings.get("training", {})
+    if training:
+        b.append(Block("table", items=(("training", "wall-clock"),
+                                       *((k, format_seconds(v)) for k, v in training.items()))))
     return b
 
 
