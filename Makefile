@@ -11,11 +11,17 @@ BIN := $(VENV)/bin
 
 .PHONY: run test test-slow lint bench
 
+# Each step says what it installs: on a fresh machine the whole bootstrap takes a few minutes (issue 16).
 $(BIN)/.installed: pyproject.toml
+	@echo "[bootstrap 1/4] creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[bootstrap 2/4] upgrading pip"
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[test,all]"
+	@echo "[bootstrap 3/4] installing $(TORCH_SPEC) (the CPU wheel is about 200 MB: a minute or more)"
+	$(BIN)/python -m pip install --quiet --progress-bar off $(TORCH_SPEC)
+	@echo "[bootstrap 4/4] installing policygradex with its test tools and every family's extra (.[test,all]: gymnasium, box2d, highway-env, metaworld, mujoco, stable-baselines3, cvxpy, ...)"
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[test,all]"
+	@echo "[bootstrap] done; later runs skip these steps (delete $(VENV) to start over)"
 	touch $@
 
 run: $(BIN)/.installed

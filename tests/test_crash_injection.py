@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 from policygradex import pipeline, tasks
 from policygradex.config import EstimateConfig, FeatureConfig, GroupConfig, MetaConfig, RunConfig
+from policygradex.report import TIMINGS_HEADING
 
 # planted-toy at the smallest budgets that still run every stage (seconds per run)
 CFG = RunConfig(
@@ -74,7 +76,9 @@ def _artifacts(root: Path) -> dict[str, object]:
         rel = str(p.relative_to(root))
         if not p.is_file() or "tb" in p.parts or p.suffix == ".png":
             continue
-        if p.suffix == ".json":
+        if p.name == "timings.json":  # wall-clocks, of the stages that ran in the last process
+            out[rel] = None
+        elif p.suffix == ".json":
             out[rel] = _strip(json.loads(p.read_text()))
         elif p.suffix == ".jsonl":
             out[rel] = [_strip(json.loads(line)) for line in p.read_text().splitlines()]
@@ -82,6 +86,10 @@ def _artifacts(root: Path) -> dict[str, object]:
             out[rel] = np.load(p).tolist()
         elif p.suffix == ".pt":
             out[rel] = torch.load(p, weights_only=True)
+        elif p.name in ("report.md", "report.html"):  # everything up to the wall-clocks of its last section
+            head, *timings = re.split(rf"<h2>{TIMINGS_HEADING}</h2>|## {TIMINGS_HEADING}\n", p.read_text())
+            assert len(timings) == 1, f"{rel} has no single {TIMINGS_HEADING} section"
+            out[rel] = head
         else:
             out[rel] = p.read_bytes()
     return out

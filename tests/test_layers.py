@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"execute", "config", "rundir", "training", "report"},  # executors, typed config, the store, writers
     {"pipeline"},  # stages
     {"studies"},  # studies on a finished run
-    {"cli"},  # the command line
+    {"cli", "console"},  # the command line and what it shows while it works
 ]
 ROOT = Path(policygradex.__file__).parent
 

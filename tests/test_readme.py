@@ -8,7 +8,9 @@ Each block runs in a fresh namespace in a temporary working directory (relative 
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,17 +18,29 @@ import numpy as np
 import pytest
 
 from policygradex import tasks
+from policygradex.cli import main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
-def _check_from_gymnasium(ns: dict) -> None:
-    acrobot = ns["acrobot"]
+def _check_from_gymnasium(ns: dict, block: str) -> None:
+    acrobot = ns["my_acrobot"]()
     assert acrobot.n == 3 and acrobot.name == "my-acrobot"
-    # "now usable as --family my-acrobot from Python entry points"
-    family = tasks.make("my-acrobot")
-    assert family.n == 3 and family.discrete
+    # "my_tasks.py in the folder you run policygradex from ... name it by module:factory on the command line"
+    Path("my_tasks.py").write_text(block)
+    path = list(sys.path)
+    try:
+        family = tasks.make("my_tasks:my_acrobot")
+        assert family.n == 3 and family.discrete and family.ref == "my_tasks:my_acrobot"
+        assert main(["run", "--family", "my_tasks:my_acrobot", "--out", "runs/acrobot", "--preset", "smoke",
+                     "--stop-after", "meta", "--log-format", "plain"]) == 0
+    finally:  # the factory's module and the working directory on the path stay with this test
+        sys.path[:] = path
+        sys.modules.pop("my_tasks", None)
+    cfg = json.loads(Path("runs/acrobot/config.json").read_text())
+    assert cfg["family"]["factory"] == "my_tasks:my_acrobot"
+    assert cfg["meta"]["ppo"]["total_steps"] == 12_288 == 4_096 * 3  # "what the rule gives for n = 3"
     # set_attributes=True: the parameter is an attribute of each task's environment.
     for i, mass in enumerate((1.0, 1.5, 2.0)):
         env = family.make_env(i)
@@ -94,5 +108,7 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch, capsys) -> None:
     check = CHECKS[key]
     if check is _check_train_evaluate:
         check(ns, capsys)
+    elif check is _check_from_gymnasium:
+        check(ns, block)
     else:
         check(ns)

@@ -17,14 +17,18 @@ from typing import Annotated, Any
 import tyro
 
 from policygradex.config import BudgetRule, Preset, RunConfig, Stage
+from policygradex.console import Console, LogFormat, is_plain
 from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
+from policygradex.report import format_seconds
 from policygradex.threads import torch_threads
 
 
 @dataclass(frozen=True)
 class FamiliesCmd:
-    """List the task families: name, n, action space, metric, source."""
+    """List the task families: name, n, action space, metric, source, and where each comes from when it
+    is not built in (an installed package's `policygradex.families` entry point). Your own family without
+    a package: `--family package.module:factory`."""
 
     verbose: bool = False
     """Also print each family's description."""
@@ -35,7 +39,7 @@ class TrainCmd:
     """Train one policy with multitask PPO on all tasks of a family (or a subset), then evaluate it."""
 
     family: str = "cartpole-10"
-    """Task family (see `policygradex families`)."""
+    """Task family: a name (see `policygradex families`) or your own as package.module:factory."""
     out: Path = Path("runs/train")
     """Run directory to create (or to resume, if it holds this same run)."""
     preset: Preset = "default"
@@ -62,6 +66,9 @@ class TrainCmd:
     """Torch CPU threads (small networks run fastest on one)."""
     tensorboard: bool = True
     """Write TensorBoard events beside metrics.jsonl."""
+    log_format: LogFormat = "auto"
+    """Progress as tqdm bars ('tty') or one plain line per event ('plain', for log files and CI); 'auto':
+    bars when stderr is a terminal."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,8 @@ class RunCmd:
     clustering, group policies, report. Rerunning on the same --out resumes."""
 
     family: str = "cartpole-10"
-    """Task family (see `policygradex families`)."""
+    """Task family: a name (see `policygradex families`) or your own as package.module:factory (a function
+    returning a TaskFamily, e.g. from policygradex.tasks.from_gymnasium)."""
     out: Path = Path("runs/run")
     """Run directory to create (or to resume, if it holds this same run)."""
     config: Annotated[RunConfig, tyro.conf.arg(name="")] = field(default_factory=RunConfig)
@@ -98,6 +106,9 @@ class RunCmd:
     """Last stage to run (later stages can be run with their own subcommands)."""
     threads: int = 1
     """Torch CPU threads in this process."""
+    log_format: LogFormat = "auto"
+    """Progress as tqdm bars ('tty') or one plain line per event ('plain', for log files and CI); 'auto':
+    bars when stderr is a terminal."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,9 @@ class StageCmd:
     """The run directory."""
     threads: int = 1
     """Torch CPU threads in this process."""
+    log_format: LogFormat = "auto"
+    """Progress as tqdm bars ('tty') or one plain line per event ('plain', for log files and CI); 'auto':
+    bars when stderr is a terminal."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +207,7 @@ class CompareSeedsCmd:
     (OUT/comparison.json)."""
 
     family: str = "cartpole-10"
-    """Task family (see `policygradex families`)."""
+    """Task family: a name (see `policygradex families`) or package.module:factory."""
     out: Path = Path("runs/compare")
     """Folder of the per-seed runs."""
     config: Annotated[RunConfig, tyro.conf.arg(name="")] = field(default_factory=RunConfig)
@@ -205,6 +219,9 @@ class CompareSeedsCmd:
     """Group budget rule (default: the configuration's)."""
     threads: int = 1
     """Torch CPU threads in this process."""
+    log_format: LogFormat = "auto"
+    """Progress as tqdm bars ('tty') or one plain line per event ('plain', for log files and CI); 'auto':
+    bars when stderr is a terminal."""
 
 
 Command = (
@@ -226,41 +243,30 @@ Command = (
 )
 
 
-def _progress_bar(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True)
-
-    def update(it: int, total: int, metrics: dict[str, float]) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = it
-        ret = metrics.get("train/episode_return")
-        bar.set_postfix_str(f"return {ret:.1f}" if ret is not None else "", refresh=False)
-        bar.refresh()
-
-    return bar, update
-
-
-def cmd_families(cmd: FamiliesCmd) -> None:
+def cmd_families(cmd: FamiliesCmd, console: Console) -> None:
     from policygradex import tasks
     from policygradex.errors import MissingExtraError
 
     for name in tasks.names():
+        origin = tasks.origin_of(name)
+        mark = "" if origin == tasks.BUILT_IN else f"  [{origin}]"
         try:
             f = tasks.make(name)
         except MissingExtraError as e:
             # list it all the same: a missing optional library is no reason to hide the family
-            print(f"{name:24s} (needs extra {tasks.extra_of(name)})")
+            print(f"{name:24s} (needs extra {tasks.extra_of(name)}){mark}")
             if cmd.verbose:
                 print(f"    {e}")
             continue
-        print(f"{name:24s} n={f.n:<3d} {f.describe_action_space():12s} {f.metric:8s} {f.source}")
+        except PolicyGradExError as e:  # a broken entry point of some installed package: say so, list the rest
+            print(f"{name:24s} (cannot be built: {e}){mark}")
+            continue
+        print(f"{name:24s} n={f.n:<3d} {f.describe_action_space():12s} {f.metric:8s} {f.source}{mark}")
         if cmd.verbose:
             print(f"    {f.full_name}: {f.description}")
 
 
-def cmd_train(cmd: TrainCmd) -> None:
+def cmd_train(cmd: TrainCmd, console: Console) -> None:
     from policygradex import tasks
     from policygradex.config import to_data
     from policygradex.rl.checkpoint import load_checkpoint
@@ -286,14 +292,16 @@ def cmd_train(cmd: TrainCmd) -> None:
         "eval_episodes": cmd.eval_episodes,
     }
     out = open_run_dir(cmd.out, config)
-    bar, update = _progress_bar(f"train {family.name}")
-    try:
-        res = train_into(
-            out, family, task_idx, ppo, policy_cfg, cmd.seed, cmd.eval_episodes,
-            init=init, tensorboard=cmd.tensorboard, progress=update,
-        )
-    finally:
-        bar.close()
+
+    def update(it: int, total: int, metrics: dict[str, float]) -> None:
+        ret = metrics.get("train/episode_return")
+        console("train", it, total, f", return {ret:.1f}" if ret is not None else "")
+
+    res = train_into(
+        out, family, task_idx, ppo, policy_cfg, cmd.seed, cmd.eval_episodes,
+        init=init, tensorboard=cmd.tensorboard, progress=update,
+    )
+    console.finish("train")
     if res.resumed:
         print(f"{out} already holds this finished run; showing its evaluation")
     _print_eval(family, res.evaluation.score(family.metric), family.metric)
@@ -307,7 +315,7 @@ def _print_eval(family, score: dict[int, float], metric: str) -> None:
     print(f"{'mean':>4s}  {'':24s} {sum(score.values()) / len(score):10.3f}")
 
 
-def cmd_evaluate(cmd: EvaluateCmd) -> None:
+def cmd_evaluate(cmd: EvaluateCmd, console: Console) -> None:
     from policygradex import tasks
     from policygradex.config import check_seed
     from policygradex.io import write_json
@@ -318,7 +326,7 @@ def cmd_evaluate(cmd: EvaluateCmd) -> None:
     if cmd.episodes < 1:
         raise ConfigError(f"--episodes {cmd.episodes} must be at least 1")
     ckpt = load_checkpoint(cmd.checkpoint)
-    family = tasks.make(ckpt.family)
+    family = tasks.make(ckpt.family_ref)
     load_checkpoint(cmd.checkpoint, family)  # checks version and shapes
     idx = family.check_indices(cmd.tasks if cmd.tasks is not None else range(family.n))
     res = evaluate(ckpt.policy, family, idx, cmd.episodes, cmd.seed, deterministic=not cmd.sample)
@@ -327,66 +335,46 @@ def cmd_evaluate(cmd: EvaluateCmd) -> None:
         write_json(cmd.out, {"checkpoint": str(cmd.checkpoint), "family": family.full_name, **res.to_dict()})
 
 
-class _StageBars:
-    """One tqdm bar per long stage, fed by the pipeline's progress callback."""
-
-    def __init__(self) -> None:
-        self.bars: dict[str, object] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True)
-        bar.total = total  # type: ignore[attr-defined]
-        bar.n = done  # type: ignore[attr-defined]
-        bar.refresh()  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()  # type: ignore[attr-defined]
-
-
-def _print_run_summary(run) -> None:
+def _print_run_summary(run, console: Console) -> None:
+    """The end of a run: groups, the mean score change, the total time, where the report is."""
     from policygradex.pipeline import results
 
     res = results(run)
-    print(f"groups: {res['groups']}")
-    print(f"mean {res['metric']}: theta* alone {res['mean_meta']:.3f}, group policies {res['mean_group_policy']:.3f}")
-    print(f"report: {run.store.report_path}")
+    change = res["mean_group_policy"] - res["mean_meta"]
+    metric = "success rate" if res["metric"] == "success" else "return"
+    print("summary:")
+    print(f"  groups: {res['groups']}")
+    print(f"  mean {metric}: theta* alone {res['mean_meta']:.3f} -> group policies {res['mean_group_policy']:.3f} "
+          f"({change:+.3f})")
+    print(f"  total time: {format_seconds(console.elapsed())} in this command "
+          f"({format_seconds(sum(run.store.load_timings().values()))} of stage work recorded for this run)")
+    print(f"  report: {run.store.report_path} and {run.store.report_html_path}")
 
 
-def cmd_run(cmd: RunCmd) -> None:
+def cmd_run(cmd: RunCmd, console: Console) -> None:
     from policygradex import pipeline, tasks
 
     family = tasks.make(cmd.family)
-    bars = _StageBars()
-    try:
-        res = pipeline.run(family, cmd.config, cmd.out, bars, stop_after=cmd.stop_after)
-    finally:
-        bars.close()
+    res = pipeline.run(family, cmd.config, cmd.out, console, stop_after=cmd.stop_after)
     if cmd.stop_after == "report":
-        _print_run_summary(pipeline.reopen(res.directory))
+        _print_run_summary(pipeline.reopen(res.directory), console)
     else:
-        print(f"stopped after stage {cmd.stop_after!r}; continue with `policygradex run` on --out {res.directory}")
+        print(f"stopped after stage {cmd.stop_after!r} in {format_seconds(console.elapsed())}; "
+              f"continue with `policygradex run` on --out {res.directory}")
 
 
 def _stages(*stages: str):
     """A handler that runs ``stages`` of the pipeline on an existing run directory."""
 
-    def handler(cmd: StageCmd) -> None:
+    def handler(cmd: StageCmd, console: Console) -> None:
         from policygradex import pipeline
 
-        bars = _StageBars()
-        try:
-            run = pipeline.reopen(cmd.run, bars)
-            for stage in stages:
-                pipeline.run_stage(run, stage)  # type: ignore[arg-type]
-        finally:
-            bars.close()
+        run = pipeline.reopen(cmd.run, console)
+        for stage in stages:
+            # the report, asked for by name, is written afresh; other stages skip what they find done
+            pipeline.run_stage(run, stage, force=stage == "report")  # type: ignore[arg-type]
         if "report" in stages:
-            _print_run_summary(run)
+            _print_run_summary(run, console)
         else:
             print(f"{', '.join(stages)}: done in {run.dir}")
 
@@ -396,14 +384,10 @@ def _stages(*stages: str):
 def _study(fn):
     """A handler that reopens the run directory and calls ``fn(cmd, run, progress)``."""
 
-    def handler(cmd: StageCmd) -> None:
+    def handler(cmd: StageCmd, console: Console) -> None:
         from policygradex import pipeline
 
-        bars = _StageBars()
-        try:
-            fn(cmd, pipeline.reopen(cmd.run, bars), bars)
-        finally:
-            bars.close()
+        fn(cmd, pipeline.reopen(cmd.run, console), console)
 
     return handler
 
@@ -452,7 +436,7 @@ def _noise_ceiling(cmd: NoiseCeilingCmd, run, progress) -> None:
           f"within task {nc['spearman_within_task']}, affinity correlation {nc['affinity_correlation']}")
 
 
-def cmd_compare_seeds(cmd: CompareSeedsCmd) -> None:
+def cmd_compare_seeds(cmd: CompareSeedsCmd, console: Console) -> None:
     from policygradex import studies, tasks
 
     if cmd.seeds < 1:
@@ -463,12 +447,8 @@ def cmd_compare_seeds(cmd: CompareSeedsCmd) -> None:
     from policygradex.config import resolve
 
     resolve(family, cmd.config)  # every value checked before the first run starts
-    bars = _StageBars()
-    try:
-        res = studies.compare_over_seeds(family, cmd.config, cmd.out, list(range(cmd.seeds)), cmd.random_seeds,
-                                         cmd.budget, progress=bars)
-    finally:
-        bars.close()
+    res = studies.compare_over_seeds(family, cmd.config, cmd.out, list(range(cmd.seeds)), cmd.random_seeds,
+                                     cmd.budget, progress=console)
     for name, s in res["summary"].items():
         ci = "" if s["ci95"] is None else f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
         print(f"{name:22s} mean {s['mean']:.3f}{ci}")
@@ -477,7 +457,7 @@ def cmd_compare_seeds(cmd: CompareSeedsCmd) -> None:
     print(f"wrote {cmd.out}/comparison.json")
 
 
-HANDLERS: dict[type, Callable[[Any], None]] = {
+HANDLERS: dict[type, Callable[[Any, Console], None]] = {
     FamiliesCmd: cmd_families,
     TrainCmd: cmd_train,
     EvaluateCmd: cmd_evaluate,
@@ -560,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # inside the try: configs validate themselves while tyro builds them
         cmd = _parse(argv)
-        with torch_threads(getattr(cmd, "threads", None)):
-            HANDLERS[type(cmd)](cmd)
+        plain = is_plain(getattr(cmd, "log_format", "auto"))
+        with torch_threads(getattr(cmd, "threads", None)), Console(plain) as console:
+            HANDLERS[type(cmd)](cmd, console)
     except PolicyGradExError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

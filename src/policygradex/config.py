@@ -96,6 +96,9 @@ class MetaConfig:
     tag_every: int = DEFAULT_TAG_EVERY
     """Compute TAG's lookahead affinity every K PPO updates of the meta-training and average it, for the
     `tag` baseline of compare-groupings (0: off). It changes no weight of θ*."""
+    from_sb3: str | None = None
+    """A Stable-Baselines3 PPO model (.zip) trained on this family (policygradex.rl.sb3.make_sb3_env) to use as
+    θ* instead of meta-training; its architecture replaces depth and width (extra sb3)."""
 
     def __post_init__(self) -> None:
         if self.total_steps is not None and self.total_steps < 1:
@@ -249,6 +252,8 @@ class FamilyInfo:
     metric: str
     source: str
     tasks: tuple[TaskInfo, ...]
+    factory: str | None = None
+    """``package.module:factory`` for a family built from that string (rebuilt from it by ``reopen``)."""
 
     @classmethod
     def of(cls, family: TaskFamily) -> FamilyInfo:
@@ -259,13 +264,16 @@ class FamilyInfo:
 @dataclass(frozen=True)
 class ResolvedMeta:
     """Meta-training as run: PPO budget and hyperparameters, the policy architecture, and how often the
-    TAG lookahead was recorded."""
+    TAG lookahead was recorded; or the Stable-Baselines3 model imported as θ* (its path and SHA-256, so
+    another model is another run)."""
 
     ppo: PPOConfig
     policy: PolicyConfig
     tag_every: int | None = None
-    """PPO updates between two TAG lookaheads (0: none); None in a ``config.json`` written before the
-    setting existed, whose meta-training recorded none."""
+    """PPO updates between two TAG lookaheads (0: none, also for an imported θ*); None in a ``config.json``
+    written before the setting existed, whose meta-training recorded none."""
+    sb3_model: str | None = None
+    sb3_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.tag_every is not None and self.tag_every < 0:
@@ -351,11 +359,23 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
             f"groups.total_steps={gc.total_steps} is less than one rollout for a group of up to {largest} tasks "
             f"({meta_ppo.batch_size(largest)} steps); raise it"
         )
+    meta = ResolvedMeta(
+        ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width), tag_every=cfg.meta.tag_every
+    )
+    if cfg.meta.from_sb3 is not None:
+        import hashlib
+        import os
+
+        from policygradex.rl.sb3 import read_architecture
+
+        path = os.path.abspath(cfg.meta.from_sb3)
+        policy = read_architecture(path, family)  # an unmappable model is refused here, before any work
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        meta = ResolvedMeta(ppo=meta_ppo, policy=policy, tag_every=0, sb3_model=path, sb3_sha256=digest)
     return ResolvedRun(
         command="run", family=FamilyInfo.of(family), k=cfg.k, seed=cfg.seed, preset=cfg.preset, method=cfg.method,
-        meta=ResolvedMeta(
-            ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width), tag_every=cfg.meta.tag_every
-        ),
+        meta=meta,
         features=feats, estimate=est, groups=cfg.groups, executor=cfg.executor, workers=cfg.workers,
     )
 

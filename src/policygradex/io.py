@@ -1,14 +1,15 @@
 """Atomic file writes: every artifact is written to a temporary name and renamed into place.
 
 A killed process therefore never leaves a half-written file: either the old file (or none) or
-the complete new one exists.
+the complete new one exists. Files get the modes the user's umask gives any new file (0644 under the
+usual umask 022), not the 0600 of ``tempfile.mkstemp`` (issue 16).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +30,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    # O_EXCL: a fresh name, as mkstemp's; mode 0666 lets the umask decide, as for any file open() creates
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -15,6 +15,7 @@ run (every stage is deterministic given the run's seed).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from policygradex.execute import make_executor
 from policygradex.rl.checkpoint import load_checkpoint
 from policygradex.rl.policy import PolicyConfig
 from policygradex.rl.ppo import PPOConfig
-from policygradex.rundir import RunStore, config_path, open_run_dir, read_config
+from policygradex.rundir import RunStore, config_path, is_trained, open_run_dir, read_config
 from policygradex.tasks import FamilyRef
 from policygradex.tasks.base import TaskFamily
 from policygradex.threads import torch_threads
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int, int], None]
+log = logging.getLogger(__name__)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -103,10 +105,20 @@ class Run:
 def stage_meta(run: Run) -> None:
     """Meta-train θ* on all n tasks (``meta/``); resumes mid-training. With ``meta.tag_every`` K > 0,
     TAG's lookahead affinity is averaged over the training (every K updates) into ``meta/tag.pt``,
-    written before θ*'s checkpoint; it changes no weight of θ*."""
-    from policygradex.training import TagLookahead, train_into
+    written before θ*'s checkpoint; it changes no weight of θ*. With ``meta.sb3_model``, import that
+    Stable-Baselines3 model as θ* instead (and evaluate it as a trained θ* is; no TAG record)."""
+    from policygradex.training import TagLookahead, import_into, train_into
 
     meta = run.config.meta
+    if meta.sb3_model is not None:
+        from policygradex.rl.sb3 import load_sb3_policy
+
+        import_into(
+            run.store.meta_dir, load_sb3_policy(meta.sb3_model, run.family), run.family, range(run.family.n),
+            stage_seed(run.seed, "meta"), run.config.groups.eval_episodes,
+            {"imported": meta.sb3_model, "sha256": meta.sb3_sha256, "format": "stable-baselines3 PPO"},
+        )
+        return
     every = meta.tag_every or 0
     tag = TagLookahead(range(run.family.n), every, meta.ppo.clip_coef, meta.ppo.norm_adv) if every else None
     train_into(
@@ -241,6 +253,8 @@ def _score_rollouts(run: Run, subsets: list[tuple[int, ...]], deltas: np.ndarray
     ]
     executor = make_executor(run.config.executor, run.config.workers)
     done = len(starts) - len(todo)
+    if done:
+        log.info("estimate: %d of %d chunks of subsets already scored; scoring the other %d", done, len(starts), len(todo))
     run.progress("estimate", done, len(starts))
     for c, res in zip(todo, executor.map(score_rollouts, jobs), strict=True):
         run.store.save_chunk(c, res["rows"], res["seconds"])
@@ -255,8 +269,9 @@ def _score_rollouts(run: Run, subsets: list[tuple[int, ...]], deltas: np.ndarray
 
 def job_family(run: Run, executor: str | None = None) -> FamilyRef:
     """The family as work items carry it: the object itself for the serial executor (so a family that
-    is not in the registry works), its registry name for worker processes, which rebuild it."""
-    return run.family if (executor or run.config.executor) == "serial" else run.family.name
+    is not in the registry works), for worker processes the string they rebuild it from: its name, or
+    its ``module:factory`` (issue 16)."""
+    return run.family if (executor or run.config.executor) == "serial" else run.family.ref
 
 
 def load_scores(run: Run, truth_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -329,6 +344,9 @@ def train_groups(
         )
         for g, members in enumerate(groups)
     ]
+    trained = [g for g, job in enumerate(jobs) if is_trained(job.directory)]
+    if trained:
+        log.info("%s: group(s) %s already trained; training the other %d", stage, trained, len(jobs) - len(trained))
     executor = make_executor(run.config.executor, run.config.workers)
     run.progress(stage, 0, len(jobs))
     for j, _ in enumerate(executor.map(train_group, jobs)):
@@ -345,12 +363,15 @@ def results(run: Run) -> dict[str, Any]:
     meta = run.metric_of(run.store.load_meta_eval())
     n = run.family.n
     groups = run.store.load_groups(n)
-    group_of, group_scores = {}, {}
+    group_of, group_scores, group_training = {}, {}, []
     for g, members in enumerate(groups):
-        ev = run.metric_of(run.store.load_eval(run.store.group_dir(g)))
+        record = run.store.load_eval(run.store.group_dir(g))
+        ev = run.metric_of(record)
+        group_training.append({"group": g, "env_steps": record.get("env_steps")})
         for i in members:
             group_of[i] = g
             group_scores[i] = ev[i]
+    meta_record = run.store.load_meta_eval()
     return {
         "family": run.family.full_name,
         "metric": run.family.metric,
@@ -369,22 +390,46 @@ def results(run: Run) -> dict[str, Any]:
         # runs made before the check existed have no signal.json: unknown, not "none"
         "no_signal_tasks": run.store.load_signal()["no_signal"] if run.store.signal_path.exists() else None,
         "budget_rule": run.config.groups.budget if run.config.groups.total_steps is None else "fixed",
+        "meta_training": {k: meta_record.get(k) for k in ("env_steps", "imported")},
+        "group_training": group_training,
     }
 
 
 def stage_report(run: Run) -> None:
-    """Write ``results.json``, ``figures/affinity.png`` and ``report.md``."""
-    from policygradex.report import plot_affinity, run_report
+    """Write ``results.json`` (with the summary in words), the figures, ``report.md`` and, last,
+    ``report.html`` (issue 16)."""
+    from policygradex.io import write_text
+    from policygradex.report import (
+        curve_points,
+        explain,
+        plot_affinity,
+        plot_curves,
+        plot_task_scores,
+        render_html,
+        render_markdown,
+        report_blocks,
+    )
 
     res = results(run)
+    U = run.store.load_affinity(run.family.n)
+    res["summary"] = explain(res, U)
     run.store.save_results(res)
-    plot_affinity(
-        run.store.figure_path("affinity"), run.store.load_affinity(run.family.n), res["groups"],
-        [t["name"] for t in res["tasks"]],
-    )
-    from policygradex.io import write_text
-
-    write_text(run.store.report_path, run_report(res, run.store.load_coverage(), run.config))
+    plot_affinity(run.store.figure_path("affinity"), U, res["groups"], [t["name"] for t in res["tasks"]])
+    plot_task_scores(run.store.figure_path("tasks"), res)
+    figures = ["affinity", "tasks"]
+    curves = {"θ*": curve_points(run.store.load_metrics(run.store.meta_dir))}
+    curves.update({f"group {g}": curve_points(run.store.load_metrics(run.store.group_dir(g))) for g in range(len(res["groups"]))})
+    if any(curves.values()):
+        plot_curves(run.store.figure_path("curves"), curves, "mean training-episode return")
+        figures.append("curves")
+    # wall-clocks stay out of results.json (a seed fixes it byte for byte) and go to the report's last section
+    training = {"θ* (meta-training)": run.store.load_meta_eval().get("wall_seconds")}
+    training.update({f"group {g}": run.store.load_eval(run.store.group_dir(g)).get("wall_seconds")
+                     for g in range(len(res["groups"]))})
+    timings = {"training": {k: float(v) for k, v in training.items() if v}, "stages": run.store.load_timings()}
+    blocks = report_blocks(res, run.store.load_coverage(), run.config, timings, figures)
+    write_text(run.store.report_path, render_markdown(blocks))
+    write_text(run.store.report_html_path, render_html(blocks, run.store.figure_path("affinity").parent))
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run], None]] = {
@@ -393,11 +438,40 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run], None]] = {
 }
 
 
-def run_stage(run: Run, stage: Stage) -> None:
-    """Run one stage (skipped if its outputs exist); its wall-clock goes to ``run.timings``."""
+def _groups_done(run: Run) -> bool:
+    if not run.store.groups_path.exists():
+        return False
+    return all(is_trained(run.store.group_dir(g)) for g in range(len(run.store.load_groups(run.family.n))))
+
+
+STAGE_DONE: dict[str, Callable[[Run], bool]] = {
+    "meta": lambda run: is_trained(run.store.meta_dir),
+    "features": lambda run: run.store.features_done(),
+    "subsets": lambda run: run.store.subsets_path.exists(),
+    "estimate": lambda run: run.store.scores_path.exists(),
+    "affinity": lambda run: run.store.affinity_path.exists(),
+    "cluster": lambda run: run.store.groups_path.exists(),
+    "groups": _groups_done,
+    "report": lambda run: run.store.report_done(),
+}
+"""Stage → whether its outputs (its completion mark) exist, so a rerun skips it."""
+
+
+def run_stage(run: Run, stage: Stage, force: bool = False) -> None:
+    """Run one stage, or skip it if its outputs exist (``force``: run it all the same; only the report
+    is rewritten from scratch, the other stages keep what they find). Logs "started" and "done in N s"
+    or "skipped: outputs exist" to the ``policygradex.pipeline`` logger (issue 16); the wall-clock goes
+    to ``run.timings`` and, for a stage that ran, to ``timings.json``."""
+    extra = {"stage": stage}
+    if not force and STAGE_DONE[stage](run):
+        log.info("%s: skipped: outputs exist", stage, extra={**extra, "event": "skipped"})
+        return
+    log.info("%s: started", stage, extra={**extra, "event": "started"})
     t = time.perf_counter()
     STAGE_FUNCTIONS[stage](run)
-    run.timings[stage] = time.perf_counter() - t
+    seconds = run.timings[stage] = time.perf_counter() - t
+    run.store.save_timing(stage, seconds)
+    log.info("%s: done in %.1f s", stage, seconds, extra={**extra, "event": "done", "seconds": seconds})
 
 
 def estimate_compute_seconds(run: Run) -> dict[str, float]:
@@ -468,7 +542,7 @@ def open_run(
     """Create (or reopen, for the same configuration) the run directory ``out``."""
     config = resolve(family, cfg)
     directory = open_run_dir(out, to_data(config))
-    return Run(family, RunStore(directory, family.name), config, progress or _no_progress)
+    return Run(family, RunStore(directory, family.ref), config, progress or _no_progress)
 
 
 def reopen(directory: str | os.PathLike[str], progress: Progress | None = None) -> Run:
@@ -483,8 +557,8 @@ def reopen(directory: str | os.PathLike[str], progress: Progress | None = None) 
         config = from_data(ResolvedRun, data, "config")
     except PolicyGradExError as e:
         raise PolicyGradExError(f"{config_path(d)} is damaged ({e}); delete {str(d)!r} and start the run again") from None
-    family = tasks.make(config.family.name)
-    return Run(family, RunStore(d, family.name), config, progress or _no_progress)
+    family = tasks.make(config.family.factory or config.family.name)
+    return Run(family, RunStore(d, family.ref), config, progress or _no_progress)
 
 
 def run(

@@ -15,7 +15,7 @@ Layout of a pipeline run (``policygradex run``)::
     scores.jsonl                f(S, i): one line per (subset, task)
     affinity.npy, affinity_task.npy, affinity_aggregate.npy, coverage.npy
     groups.json, groups/<g>/    the partition; one trained policy directory per group
-    results.json, report.md, figures/
+    results.json, report.md, report.html, figures/, timings.json (wall-clock of each stage)
     approx_error.json/.md, ground_truth/, agreement.json, baselines/<name>/<g>/, groupings.json/.md   (studies)
 
 Every write is atomic (``policygradex.io``). Every ``load_*`` names the command that makes a missing
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import typing
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -181,7 +182,8 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
             # depend on it); such a run has no TAG record, which compare-groupings reports.
             config = {**config, "meta": {k: v for k, v in wanted.items() if k != "tag_every"}}
         if _normalise(existing) != _normalise(config):
-            diff = sorted(k for k in set(existing) | set(config) if existing.get(k) != _normalise(config).get(k))
+            old, new = _normalise(existing), _normalise(config)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise PolicyGradExError(
                 f"output directory {str(path)!r} holds another run (its config differs in: {', '.join(diff) or 'values'}); "
                 "choose a new --out or delete that directory"
@@ -218,8 +220,17 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _normalise(config: dict[str, Any]) -> dict[str, Any]:
-    """A JSON round trip, so tuples and lists (and int/float keys) compare equal."""
-    return json.loads(json.dumps(config, sort_keys=True, default=str))
+    """A JSON round trip, so tuples and lists (and int/float keys) compare equal; keys whose value is
+    None are dropped, so a run made before an optional field existed (``family.factory``, issue 16)
+    still resumes."""
+    def drop_none(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: drop_none(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [drop_none(x) for x in v]
+        return v
+
+    return typing.cast(dict[str, Any], drop_none(json.loads(json.dumps(config, sort_keys=True, default=str))))
 
 
 def _read_json(path: Path, fix: str) -> Any:
@@ -530,6 +541,20 @@ class RunStore:
             )
         return [list(map(int, g)) for g in groups]  # type: ignore[union-attr]
 
+    def load_metrics(self, directory: Path) -> list[dict[str, Any]]:
+        """The lines of the ``metrics.jsonl`` of training into ``directory`` (empty where there is none,
+        e.g. an imported θ*; unreadable lines are skipped: they only feed the report's curves)."""
+        path = metrics_path(directory)
+        out = []
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                out.append(row)
+        return out
+
     def group_dir(self, g: int, baseline: str | None = None) -> Path:
         """Where group ``g``'s policy is trained: ``groups/<g>`` or ``baselines/<baseline>/<g>``."""
         return (self.dir / "groups" if baseline is None else self.dir / "baselines" / baseline) / str(g)
@@ -562,6 +587,31 @@ class RunStore:
     def report_path(self) -> Path:
         """The Markdown report."""
         return self.dir / "report.md"
+
+    @property
+    def report_html_path(self) -> Path:
+        """The self-contained HTML report (plots embedded); written last by the report stage."""
+        return self.dir / "report.html"
+
+    def report_done(self) -> bool:
+        """Whether the report stage completed (its last output exists)."""
+        return self.results_path.exists() and self.report_path.exists() and self.report_html_path.exists()
+
+    @property
+    def timings_path(self) -> Path:
+        """Wall-clock seconds of each stage, as last run."""
+        return self.dir / "timings.json"
+
+    def save_timing(self, stage: str, seconds: float) -> None:
+        """Record the wall-clock of a stage that ran (other stages keep their record)."""
+        write_json(self.timings_path, {**self.load_timings(), stage: float(seconds)})
+
+    def load_timings(self) -> dict[str, float]:
+        """``{stage: seconds}`` of every stage run so far (empty for runs made before issue 16)."""
+        if not self.timings_path.exists():
+            return {}
+        data = _read_json(self.timings_path, "delete it (it only records times)")
+        return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def figure_path(self, name: str) -> Path:
         """A figure of the report or of a study."""

@@ -311,6 +311,9 @@ def tag_affinity_of(run: Run) -> np.ndarray | str:
             f"(--meta.tag-every {DEFAULT_TAG_EVERY} is the default)")
     if not store.has_tag():
         every = run.config.meta.tag_every
+        if run.config.meta.sb3_model is not None:
+            return ("θ* was imported from a Stable-Baselines3 model, so no meta-training recorded TAG's "
+                    "lookahead; TAG is not available for such a run")
         if every is None:
             why = "this run predates the TAG lookahead (its config.json has no meta.tag_every)"
         elif every == 0:

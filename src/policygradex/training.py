@@ -6,6 +6,7 @@ Shared by ``policygradex train`` and the pipeline's meta-training and group-poli
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import time
@@ -41,6 +42,7 @@ from policygradex.tasks.base import TaskFamily
 from policygradex.threads import torch_threads
 
 Progress = Callable[[int, int, dict[str, float]], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ def train_into(
         ev = read_json(eval_path(d))
         return TrainedPolicy(d, ckpt, _eval_from_dict(ev), resumed=True)
     resume = _load_state(d, observer is not None)
+    if resume is not None:
+        log.info("%s: resuming from its saved training state (%d iterations done)", d, len(resume.history))
 
     def save_state(state: TrainState) -> None:
         with atomic_path(train_state_path(d)) as tmp:
@@ -107,20 +111,43 @@ def train_into(
         ev = evaluate(result.policy, family, tasks, eval_episodes, seed=seed + 1)
         score = ev.score(family.metric)
         logger.log(result.env_steps, {f"eval/task_{i}": v for i, v in score.items()})
-    meta = {
-        "ppo": asdict(ppo),
-        "seed": seed,
-        "env_steps": result.env_steps,
-        "wall_seconds": result.wall_seconds,
-        **(extra_meta or {}),
-    }
+    record = {"env_steps": result.env_steps, "wall_seconds": result.wall_seconds}
     if on_done is not None:
         on_done()
-    save_checkpoint(policy_path(d), result.policy, family, tasks, meta)
-    write_json(eval_path(d), {**ev.to_dict(), "env_steps": result.env_steps, "wall_seconds": result.wall_seconds})
+    return _save_trained(d, result.policy, family, tasks, ev, {"ppo": asdict(ppo), "seed": seed, **record,
+                                                                **(extra_meta or {})}, record)
+
+
+def import_into(
+    directory: str | os.PathLike[str],
+    policy: ActorCritic,
+    family: TaskFamily,
+    task_indices: Sequence[int],
+    seed: int,
+    eval_episodes: int,
+    source: dict[str, Any],
+) -> TrainedPolicy:
+    """Write a policy trained elsewhere (e.g. by Stable-Baselines3) into ``directory`` as if trained there:
+    ``policy.pt`` and ``eval.json`` (evaluated as :func:`train_into` evaluates), ``source`` recorded in
+    both. Nothing is done if the directory already holds a finished policy."""
+    d = Path(directory)
+    tasks = family.check_indices(task_indices)
+    if is_trained(d):
+        return TrainedPolicy(d, load_checkpoint(policy_path(d), family), _eval_from_dict(read_json(eval_path(d))), True)
+    with torch_threads():
+        ev = evaluate(policy, family, tasks, eval_episodes, seed=seed + 1)
+    return _save_trained(d, policy, family, tasks, ev, {"seed": seed, **source}, {"env_steps": 0, **source})
+
+
+def _save_trained(
+    d: Path, policy: ActorCritic, family: TaskFamily, tasks: list[int], ev: EvalResult, meta: dict[str, Any],
+    record: dict[str, Any],
+) -> TrainedPolicy:
+    """The checkpoint, then the evaluation (the completion mark); the training state is dropped."""
+    save_checkpoint(policy_path(d), policy, family, tasks, meta)
+    write_json(eval_path(d), {**ev.to_dict(), **record})
     train_state_path(d).unlink(missing_ok=True)
-    ckpt = load_checkpoint(policy_path(d), family)
-    return TrainedPolicy(d, ckpt, ev, resumed=False)
+    return TrainedPolicy(d, load_checkpoint(policy_path(d), family), ev, resumed=False)
 
 
 STATE_INTERVAL_ENV = "POLICYGRADEX_STATE_EVERY_S"

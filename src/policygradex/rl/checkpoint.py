@@ -26,7 +26,9 @@ class Checkpoint:
     Attributes:
         policy: the network, weights loaded.
         policy_config: its architecture.
-        family: the family's registry name; family_version: its version.
+        family: the family's name; family_version: its version.
+        family_ref: what rebuilds the family (``tasks.make(family_ref)``): its name, or its
+            ``module:factory`` for a family built from one.
         task_indices: the tasks it was trained on.
         meta: anything else that was saved (training config, counters, metrics).
     """
@@ -36,6 +38,7 @@ class Checkpoint:
     family: str
     family_version: str
     task_indices: list[int]
+    family_ref: str
     meta: dict[str, Any]
 
 
@@ -55,6 +58,7 @@ def save_checkpoint(
         "action_dim": policy.action_dim,
         "discrete": policy.discrete,
         "family": family.name,
+        "family_ref": family.ref,
         "family_version": family.version,
         "task_indices": list(task_indices),
         "meta": meta or {},
@@ -100,6 +104,7 @@ def load_checkpoint(path: str | os.PathLike[str], family: TaskFamily | None = No
         family_version=payload["family_version"],
         task_indices=list(payload["task_indices"]),
         meta=payload.get("meta", {}),
+        family_ref=str(payload.get("family_ref", payload["family"])),
     )
     if family is not None:
         check_matches(ckpt, family, p)
@@ -111,7 +116,7 @@ def check_matches(ckpt: Checkpoint, family: TaskFamily, path: Path) -> None:
     if ckpt.family != family.name or ckpt.family_version != family.version:
         raise PolicyGradExError(
             f"checkpoint {str(path)!r} belongs to family {ckpt.family}-{ckpt.family_version}, "
-            f"not {family.full_name}; pass --family {ckpt.family} or a checkpoint of {family.name}"
+            f"not {family.full_name}; pass --family {ckpt.family_ref} or a checkpoint of {family.name}"
         )
     if ckpt.policy.obs_dim != family.obs_dim or ckpt.policy.action_dim != family.action_dim:
         raise PolicyGradExError(

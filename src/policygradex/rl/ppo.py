@@ -95,7 +95,7 @@ class PPOConfig:
 
 def ppo_config_for(family: TaskFamily, preset: str, **overrides: Any) -> PPOConfig:
     """The PPO config a family suggests for a preset, with ``overrides`` applied (None values ignored)."""
-    base = PPOConfig(total_steps=int(family.train_steps.get(preset, PPOConfig.total_steps)), **dict(family.ppo_overrides))
+    base = PPOConfig(total_steps=family.suggested_steps(preset), **dict(family.ppo_overrides))
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 

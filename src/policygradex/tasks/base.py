@@ -115,8 +115,12 @@ class TaskFamily:
         planted_groups: the true partition, for synthetic families with planted structure.
         train_steps: suggested total env steps of training on all tasks, per preset (``"default"``,
             ``"smoke"``), and optionally ``"meta"``: the pipeline's meta-training budget when it differs.
+            A preset left out gets :func:`default_train_steps` (see :meth:`suggested_steps`).
         ppo_overrides: PPO hyperparameters this family needs beyond the library defaults.
         description: one paragraph for ``policygradex families`` and the docs.
+        factory: ``package.module:factory`` when the family was built from that string (``--family
+            mypkg.tasks:make``): how a fresh process, such as a worker, rebuilds it; None for registered
+            families, which are rebuilt by name.
     """
 
     name: str
@@ -134,6 +138,7 @@ class TaskFamily:
     train_steps: Mapping[str, int] = field(default_factory=dict)
     ppo_overrides: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    factory: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.tasks)
@@ -157,6 +162,11 @@ class TaskFamily:
         return self.raw_obs_dim + self.onehot_size
 
     @property
+    def ref(self) -> str:
+        """The string that rebuilds this family in any process: its ``module:factory``, else its name."""
+        return self.factory or self.name
+
+    @property
     def full_name(self) -> str:
         """Versioned name, e.g. ``cartpole-10-v1``."""
         return f"{self.name}-{self.version}"
@@ -173,6 +183,15 @@ class TaskFamily:
             return int(self.action_space.n)
         assert self.action_space.shape is not None
         return int(np.prod(self.action_space.shape))
+
+    def suggested_steps(self, preset: str) -> int:
+        """Total env steps of training on all tasks for ``preset``: the family's own budget, else the rule
+        of :func:`default_train_steps` (``"meta"`` falls back to ``"default"``)."""
+        if preset in self.train_steps:
+            return int(self.train_steps[preset])
+        if preset == "meta":
+            return self.suggested_steps("default")
+        return default_train_steps(self.n, preset)
 
     def describe_action_space(self) -> str:
         """Short text such as ``Discrete(2)`` or ``Box(4)``."""
@@ -227,8 +246,30 @@ class TaskFamily:
             "action_space": self.describe_action_space(),
             "metric": self.metric,
             "source": self.source,
+            "factory": self.factory,
             "tasks": [{"index": t.index, "name": t.name, "params": dict(t.params)} for t in self.tasks],
         }
+
+
+SMOKE_ITERATIONS = 8
+"""PPO iterations of the smoke budget rule (a rollout of 4 envs × 128 steps per task each)."""
+DEFAULT_STEPS_PER_TASK = 100_000
+"""Env steps per task of the default budget rule (cartpole-10's meta-training budget per task)."""
+
+
+def default_train_steps(n: int, preset: str) -> int:
+    """The budget rule for families that give none (issue 16): ``"smoke"`` trains 8 PPO iterations of the
+    default rollout (4 envs × 128 steps per task), 4,096 × n env steps, seconds on a fast simulator;
+    ``"default"`` trains 100,000 × n env steps (cartpole-10's meta budget per task).
+
+    >>> default_train_steps(3, "smoke"), default_train_steps(3, "default")
+    (12288, 300000)
+    """
+    if preset == "smoke":
+        return SMOKE_ITERATIONS * 4 * 128 * n
+    if preset == "default":
+        return DEFAULT_STEPS_PER_TASK * n
+    raise ConfigError(f"unknown budget preset {preset!r}; use 'default' or 'smoke'")
 
 
 class GymnasiumTaskVecEnv:

@@ -48,7 +48,10 @@ def from_gymnasium(
         task_names: a name per task (default ``task-<i>``).
         metric: ``"return"``, or ``"success"`` if the environment reports ``info["success"]``.
         version: the version of this definition.
-        train_steps: suggested meta-training budgets per preset (``"default"``, ``"smoke"``).
+        train_steps: total env steps of training on all tasks per preset (``"default"``, ``"smoke"``, and
+            ``"meta"`` for the pipeline's θ* when it differs from ``"default"``); a preset left out follows
+            the rule of :func:`policygradex.tasks.base.default_train_steps`: smoke 4,096 × n (8 PPO
+            iterations), default 100,000 × n.
         ppo_overrides: PPO hyperparameters the family needs.
         description: one line for listings.
 
@@ -60,6 +63,11 @@ def from_gymnasium(
     if task_names is not None and len(task_names) != len(params):
         raise ConfigError(f"task_names has {len(task_names)} names for {len(params)} tasks; give one per task")
     frozen = tuple(dict(p) for p in params)
+    bad = sorted(set(train_steps or {}) - {"default", "smoke", "meta"})
+    if bad:
+        raise ConfigError(f"train_steps has the unknown preset {bad[0]!r}; use 'default', 'smoke' or 'meta'")
+    if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in (train_steps or {}).values()):
+        raise ConfigError(f"train_steps={dict(train_steps or {})} must map presets to positive integers of env steps")
 
     def make_env(family: TaskFamily, i: int) -> gym.Env[Any, Any]:
         p = frozen[i]
@@ -103,3 +111,76 @@ def from_gymnasium(
         ppo_overrides=dict(ppo_overrides or {}),
         description=description or f"{len(frozen)} tasks of {env_id}",
     )
+
+
+# ---- the user's own families: `module:factory` and the `policygradex.families` entry points (issue 16) ----
+ENTRY_POINT_GROUP = "policygradex.families"
+"""Installed packages register families under this entry-point group: ``name = "package.module:factory"``."""
+
+
+def is_factory_spec(name: str) -> bool:
+    """Whether ``name`` has the form ``package.module:factory`` (a family to build by calling ``factory``)."""
+    return ":" in name
+
+
+def load_factory(spec: str) -> TaskFamily:
+    """Import ``package.module``, call its ``factory()`` and return the family it builds.
+
+    The current directory is searched after ``sys.path`` (as ``python -m`` does), so a module beside the
+    user's working directory works from the ``policygradex`` command; worker processes inherit the path.
+    The family comes back with ``factory = spec``, so a fresh process can rebuild it by that string.
+
+    Raises:
+        ConfigError: a malformed spec, a module that cannot be imported, a missing or non-callable
+            attribute, a factory that fails or returns something other than a :class:`TaskFamily`;
+            one sentence naming the value and the fix.
+    """
+    import dataclasses
+    import importlib
+    import os
+    import sys
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr or not all(p.isidentifier() for p in module_name.split(".") + attr.split(".")):
+        raise ConfigError(
+            f"family {spec!r} is neither a registered name nor of the form package.module:factory; "
+            "see `policygradex families` or write e.g. mypkg.tasks:make_family"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module_name.startswith(e.name):
+            raise ConfigError(
+                f"family {spec!r}: no module named {e.name!r}; install its package, or run from the folder "
+                "that holds it (or add that folder to PYTHONPATH)"
+            ) from None
+        raise ConfigError(f"family {spec!r}: importing {module_name!r} failed ({e}); fix that module's imports") from None
+    except Exception as e:  # noqa: BLE001 — any error in the user's module is reported as one line
+        raise ConfigError(f"family {spec!r}: importing {module_name!r} failed ({type(e).__name__}: {e}); fix that module") from None
+    factory: Any = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise ConfigError(
+                f"family {spec!r}: module {module_name!r} has no attribute {attr!r}; name a function in it that "
+                "returns a TaskFamily"
+            )
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ConfigError(
+            f"family {spec!r}: {attr!r} is a {type(factory).__name__}, not a callable; name a function that "
+            "returns a TaskFamily"
+        )
+    try:
+        family = factory()
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"family {spec!r}: calling {attr}() failed ({type(e).__name__}: {e}); fix the factory") from None
+    if not isinstance(family, TaskFamily):
+        raise ConfigError(
+            f"family {spec!r}: {attr}() returned a {type(family).__name__}, not a TaskFamily; return one, e.g. "
+            "from policygradex.tasks.from_gymnasium(...)"
+        )
+    return dataclasses.replace(family, factory=spec)
