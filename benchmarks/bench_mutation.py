@@ -157,6 +157,8 @@ def main() -> None:
         # mutmut retest everything anyway.)
         history = json.loads(SURVIVORS.read_text()) if SURVIVORS.exists() else {}
         retest = sorted(n for n, e in history.items() if e.get("status") == "survived")
+        # Mutants that no selected test reached get another chance too: new tests may reach them now.
+        retest += sorted(n for n, s in statuses().items() if s == "no tests") if not args.fresh else []
         if retest and not args.fresh:
             mutmut("run", "--max-children", str(args.max_children), *retest, check=False)
         wall = time.perf_counter() - start

@@ -158,7 +158,8 @@ BY_NAME: list[tuple[str, list[int], str]] = [
     ("gradex.projection.xǁGaussianProjectionǁ_full", [3, 15, 16], DEVICE),
     # gradex/affinity.py
     ("gradex.affinity.x__check", [3, 5], DTYPE),
-    ("gradex.affinity.x_affinity", [17], DTYPE),
+    ("gradex.affinity.x_affinity", [44], DTYPE),
+    ("gradex.affinity.x_affinity", [31], "Equivalent: standardize=True is task_model's default."),
     ("gradex.affinity.x_subset_scores", [9, 10, 11, 12],
      "Equivalent: the guarded division is by max(size, 1), so no invalid or divide warning can arise."),
     ("gradex.affinity.x_task_zscores", [41], BOUNDARY),
@@ -212,10 +213,10 @@ BY_NAME: list[tuple[str, list[int], str]] = [
     ("grouping.cluster.x__solve_sdp", [2], SQUARE),
     ("grouping.cluster.x__solve_sdp", [62, 64], DTYPE),
     ("grouping.cluster.x_sdp_cluster", [4], SQUARE),
-    ("grouping.cluster.x_sdp_cluster", [58],
+    ("grouping.cluster.x_sdp_cluster", [60],
      "Not resolved: scaling the embedding's columns with eigenvalue < 1 up to 1 changes distances, but "
      "k-means followed by the iterated local search ends in the same partition on every test instance."),
-    ("grouping.cluster.x_sdp_cluster", [68, 72], KMEANS_SEED),
+    ("grouping.cluster.x_sdp_cluster", [70, 74], KMEANS_SEED),
     ("grouping.cluster.x__all_labelings", [3, 5, 10, 12, 41, 44], DTYPE),
     ("grouping.cluster.x__all_labelings", [31, 32],
      "Performance only: weaker pruning enumerates labellings with fewer than k groups, which the final "

@@ -937,3 +937,49 @@ def test_no_signal_tasks_edges_types_and_relative_constancy() -> None:
     for alpha in (0.0, 1.0):
         with raises_exactly(f"alpha={alpha} must lie in (0, 1), e.g. 0.05."):
             no_signal_tasks(scores, held, alpha=alpha)
+
+
+def test_cluster_dispatches_each_method_with_its_arguments() -> None:
+    from policygradex.grouping.cluster import cluster
+
+    a = np.random.default_rng([7, 3]).normal(size=(7, 7))
+    u = (a + a.T) / 2
+    assert cluster(u, 3).groups == sdp_cluster(u, k=3).groups  # the default method is the SDP
+    assert cluster(u, 3, "sdp", seed=5).method == "sdp"
+    assert cluster(u, 2, "exhaustive").groups == exhaustive_cluster(u, 2).groups
+    for seed in range(4):  # the seed reaches spectral clustering's k-means
+        assert cluster(u, 3, "spectral", seed=seed).groups == spectral_cluster(u, 3, seed=seed).groups
+    assert cluster(u, 3, "spectral").groups == spectral_cluster(u, 3, seed=0).groups
+    with raises_exactly("unknown clustering method 'kmeans'; use 'sdp', 'spectral' or 'exhaustive'"):
+        cluster(u, 3, "kmeans")
+
+
+def test_regression_affinity_passes_its_noise_floor_on() -> None:
+    from policygradex.gradex.affinity import task_model
+
+    rng = np.random.default_rng(11)
+    held = np.array([rng.permutation([1, 1, 1, 0, 0]) for _ in range(30)], dtype=bool)
+    scores = np.where(held, rng.normal(size=held.shape) * np.array([1.0, 1.0, 0.01, 1.0, 1.0]), 0.0)
+    for noise in (0.0, 0.5):
+        u, _ = affinity(scores, held, mode="regression", ridge=1.0, noise=noise)
+        a = task_model(scores, held, ridge=1.0, noise=noise).coef
+        expected = 0.5 * (a + a.T)
+        np.fill_diagonal(expected, 0.0)
+        np.testing.assert_allclose(u, expected)
+    # The floor matters here: task 2's spread (≈ 0.01) is far below 0.5.
+    assert not np.allclose(affinity(scores, held, "regression", ridge=1.0, noise=0.5)[0],
+                           affinity(scores, held, "regression", ridge=1.0)[0])
+
+
+def test_collect_features_reports_progress_per_task() -> None:
+    from policygradex import tasks
+
+    family = tasks.make("planted-toy")
+    pol = build_policy(family.obs_dim, family.action_dim, True, PolicyConfig(depth=1, width=8), seed=0)
+    proj = GaussianProjection(p=flatten(pol.actor_params()).numel(), d=4, seed=0)
+    calls: list[tuple[int, int]] = []
+    with_progress = collect_features(pol, family, proj, samples_per_task=16, seed=3, progress=lambda *a: calls.append(a))
+    assert calls == [(i, family.n) for i in range(family.n + 1)]
+    without = collect_features(pol, family, proj, samples_per_task=16, seed=3)
+    for i in range(family.n):
+        torch.testing.assert_close(with_progress[i].grads, without[i].grads, rtol=0, atol=0)

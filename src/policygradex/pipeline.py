@@ -145,6 +145,7 @@ def stage_features(run: Run) -> None:
     feats = collect_features(
         ckpt.policy, run.family, proj, fc.samples_per_task, seed + 1,
         envs_per_task=fc.envs_per_task, gamma=ppo.gamma, lam=ppo.gae_lambda,
+        progress=lambda done, total: run.progress("features", done, total),
     )
     run.store.save_features(
         {i: f.to_dict() for i, f in feats.items()},

@@ -9,7 +9,7 @@ g̃_t = Pᵀ g_t. Samples are processed in chunks, so the full [N, p] gradient m
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +100,7 @@ def collect_features(
     envs_per_task: int = 8,
     gamma: float = 0.99,
     lam: float = 0.95,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, TaskFeatures]:
     """Roll out θ* on every task of ``family`` and compute each task's features.
 
@@ -112,6 +113,8 @@ def collect_features(
         seed: seeds the environments and the action sampling.
         envs_per_task: parallel environments per task.
         gamma, lam: discount and GAE λ (use the meta-training values).
+        progress: called as ``progress(done, total)``: once after the rollout (0 of n tasks) and after
+            each task's projected gradients (the bulk of the work).
 
     Returns:
         ``{task index: TaskFeatures}``.
@@ -131,6 +134,8 @@ def collect_features(
     finally:
         venv.close()
     out = {}
+    if progress is not None:
+        progress(0, family.n)
     for i in range(family.n):
         rows = torch.nonzero(batch.task == i).squeeze(1)
         obs, actions = batch.obs[rows], batch.actions[rows]
@@ -141,6 +146,8 @@ def collect_features(
             obs=obs.clone(),
             actions=actions.clone(),
         )
+        if progress is not None:
+            progress(i + 1, family.n)
     return out
 
 
