@@ -109,6 +109,8 @@ def killing_tests(mutants: list[str], selection: list[str]) -> dict[str, list[st
     selection in mutmut's copy of the tree (one process for all: the trampolines read MUTANT_UNDER_TEST)."""
     if not mutants:
         return {}
+    # The tests written against survivors first: they are what kills most of them, so -x stops early.
+    selection = sorted(selection, key=lambda t: "mutation_kills" not in t)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
     env["OMP_NUM_THREADS"] = "1"
     p = subprocess.run(
@@ -140,6 +142,9 @@ def main() -> None:
     ap.add_argument("--beside", default="", help="what else ran on the machine meanwhile (for the table)")
     ap.add_argument("--out", type=Path, default=RESULTS / "mutation.md")
     ap.add_argument("--record-run", action="store_true", help="with --report-only: record mutants/ as a run")
+    ap.add_argument("--retest", choices=["all", "unexplained"], default="all",
+                    help="earlier survivors retested by name: all (default; also catches an explanation that a "
+                    "new test proves wrong) or only those without an explanation (faster)")
     args = ap.parse_args()
 
     wall, fresh = None, args.fresh
@@ -156,7 +161,10 @@ def main() -> None:
         # once it has one, and they are what new tests were written for. (A changed test selection makes
         # mutmut retest everything anyway.)
         history = json.loads(SURVIVORS.read_text()) if SURVIVORS.exists() else {}
-        retest = sorted(n for n, e in history.items() if e.get("status") == "survived")
+        retest = sorted(
+            n for n, e in history.items()
+            if e.get("status") == "survived" and (args.retest == "all" or not explain(n, e["diff"]))
+        )
         # Mutants that no selected test reached get another chance too: new tests may reach them now.
         retest += sorted(n for n, s in statuses().items() if s == "no tests") if not args.fresh else []
         if retest and not args.fresh:

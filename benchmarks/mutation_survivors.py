@@ -229,6 +229,7 @@ BY_NAME: list[tuple[str, list[int], str]] = [
     ("grouping.cluster.x_exhaustive_cluster", [49, 54, 57],
      "Equivalent: einsum's `optimize` only chooses the contraction order."),
     ("grouping.cluster.x_spectral_cluster", [1, 70], KMEANS_SEED),
+    ("grouping.cluster.x_cluster", [3, 16, 19], KMEANS_SEED),
     ("grouping.cluster.x_spectral_cluster", [5], SQUARE),
     ("grouping.cluster.x_spectral_cluster", [18], SCALE_INVARIANT),
     ("grouping.cluster.x_spectral_cluster", [24, 30],

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from policygradex.errors import ConfigError
+from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.gradex.affinity import affinity, subset_scores, task_zscores
 from policygradex.gradex.features import TaskFeatures, collect_features, flatten, perturbed_policy, unflatten
 from policygradex.gradex.projection import CHUNK_ROWS, GaussianProjection
@@ -983,3 +983,28 @@ def test_collect_features_reports_progress_per_task() -> None:
     without = collect_features(pol, family, proj, samples_per_task=16, seed=3)
     for i in range(family.n):
         torch.testing.assert_close(with_progress[i].grads, without[i].grads, rtol=0, atol=0)
+
+
+def test_score_job_with_a_family_object_scores_like_one_with_its_name(tmp_path) -> None:
+    """The serial executor passes the family itself; process workers get its name and rebuild it."""
+    from policygradex import tasks
+    from policygradex.gradex.scores import ScoreJob, score_rollouts
+    from policygradex.rl.checkpoint import save_checkpoint
+
+    family = tasks.make("planted-toy")
+    pol = build_policy(family.obs_dim, family.action_dim, True, PolicyConfig(depth=1, width=8), seed=1)
+    path = tmp_path / "policy.pt"
+    save_checkpoint(path, pol, family, list(range(family.n)))
+    p = flatten(pol.actor_params()).numel()
+    deltas = np.random.default_rng(0).normal(size=(2, p)).astype(np.float32) * 0.5
+    rows = {}
+    for key, fam in (("object", family), ("name", family.name)):
+        job = ScoreJob(checkpoint=str(path), family=fam, subsets=((0, (0, 3)), (1, (2, 5))), deltas=deltas,
+                       episodes=4, seed=2)
+        rows[key] = score_rollouts(job)["rows"]
+    assert rows["object"] == rows["name"] and len(rows["object"]) == 4
+    # The family object is checked against the checkpoint as a name would be.
+    other = tasks.make("planted-sparse")
+    job = ScoreJob(checkpoint=str(path), family=other, subsets=((0, (0, 3)),), deltas=deltas[:1], episodes=1, seed=2)
+    with pytest.raises(PolicyGradExError, match="planted-toy"):
+        score_rollouts(job)
