@@ -12,6 +12,7 @@ versioned name.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 
 from policygradex.errors import ConfigError
@@ -26,7 +27,8 @@ from policygradex.tasks.sparse import planted_sparse
 from policygradex.tasks.toy import planted_toy
 
 __all__ = [
-    "StepResult", "Task", "TaskFamily", "TaskVecEnv", "extra_of", "from_gymnasium", "make", "names", "register",
+    "StepResult", "Task", "TaskFamily", "TaskVecEnv", "extra_of", "from_gymnasium", "make", "names", "portable",
+    "register",
 ]
 
 _REGISTRY: dict[str, Callable[[], TaskFamily]] = {}
@@ -92,6 +94,7 @@ register("highway-meta-10-test", highway_meta_test, extra="highway")
 register("metaworld-mt10", metaworld_mt10, extra="metaworld")
 register("metaworld-mt50", metaworld_mt50, extra="metaworld")
 register("halfcheetah-vel-10", halfcheetah_vel_10, extra="mujoco")
+_AT_IMPORT = frozenset(_REGISTRY)  # the names a fresh process (a worker) can build
 
 
 FamilyRef = TaskFamily | str
@@ -101,3 +104,25 @@ FamilyRef = TaskFamily | str
 def resolve(family: FamilyRef) -> TaskFamily:
     """The family itself, or the registered family of that name."""
     return family if isinstance(family, TaskFamily) else make(family)
+
+
+def portable(family: TaskFamily) -> FamilyRef:
+    """The family as a work item for another process carries it (issue 15): the object itself where it
+    pickles (every built-in family and every :func:`from_gymnasium` family, registered or not), so the
+    worker runs exactly the caller's tasks; else its name, where a fresh process registers that name on
+    import.
+
+    Raises:
+        ConfigError: the family neither pickles nor can be rebuilt by name in a fresh process.
+    """
+    try:
+        pickle.dumps(family)
+        return family
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        if family.name in _AT_IMPORT:
+            return family.name
+        raise ConfigError(
+            f"family {family.name!r} cannot be sent to worker processes: it does not pickle ({e}) and a fresh "
+            "process does not know its name; build its environments with top-level functions (or "
+            "tasks.from_gymnasium), or use the serial executor"
+        ) from None
