@@ -9,7 +9,7 @@ import contextlib
 import io
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +20,11 @@ from policygradex.config import BudgetRule, Preset, RunConfig, Stage
 from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
 from policygradex.threads import torch_threads
+
+RAY_ADDRESS_HELP = (
+    "With the ray executor: join the Ray cluster at this address ('auto' for one started on this machine with "
+    "`ray start --head`, 'HOST:6379', or 'ray://HOST:10001'); default: a local Ray with --workers CPUs."
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class RunCmd:
     """Last stage to run (later stages can be run with their own subcommands)."""
     threads: int = 1
     """Torch CPU threads in this process."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class EstimateCmd(StageCmd):
     """Sample subsets, fit the surrogate per subset, score f(S, i), build the affinity (subsets.json,
     scores.jsonl, affinity.npy, coverage.npy)."""
 
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
+
 
 @dataclass(frozen=True)
 class ClusterCmd(StageCmd):
@@ -129,6 +137,8 @@ class ClusterCmd(StageCmd):
 @dataclass(frozen=True)
 class TrainGroupsCmd(StageCmd):
     """Train one policy per group (groups/<g>/policy.pt, eval.json)."""
+
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,7 @@ class GroundTruthCmd(StageCmd):
     seed: int = 0
     """Truth seed: 0 is the ground truth the estimate is compared with; another seed repeats it with other
     training seeds and evaluation episodes (ground_truth_seed<s>/), for `policygradex noise-ceiling`."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,7 @@ class CompareGroupingsCmd(StageCmd):
     budget: BudgetRule | None = None
     """Group budget rule for every grouping (default: the run's): 'proportional' (meta budget × size / n)
     or 'equal' (meta budget / k)."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +217,7 @@ class CompareSeedsCmd:
     """Group budget rule (default: the configuration's)."""
     threads: int = 1
     """Torch CPU threads in this process."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 Command = (
@@ -363,13 +376,34 @@ def cmd_run(cmd: RunCmd) -> None:
     family = tasks.make(cmd.family)
     bars = _StageBars()
     try:
-        res = pipeline.run(family, cmd.config, cmd.out, bars, stop_after=cmd.stop_after)
+        with _executor_session(cmd.config.executor, cmd.config.workers, cmd.ray_address):
+            res = pipeline.run(family, cmd.config, cmd.out, bars, stop_after=cmd.stop_after)
     finally:
         bars.close()
     if cmd.stop_after == "report":
         _print_run_summary(pipeline.reopen(res.directory))
     else:
         print(f"stopped after stage {cmd.stop_after!r}; continue with `policygradex run` on --out {res.directory}")
+
+
+@contextlib.contextmanager
+def _executor_session(kind: ExecutorKind, workers: int, ray_address: str | None, parallel: bool = True) -> Iterator[None]:
+    """Join or start Ray for the command when it runs parallel work on the ray executor, before any work
+    (a missing Ray or an unreachable cluster is one line), and disconnect afterwards."""
+    if kind != "ray" or not parallel:
+        if ray_address is not None:
+            raise ConfigError(f"--ray-address {ray_address!r} is for the ray executor, and this command runs {kind!r}; "
+                              "pass --executor ray")
+        yield
+        return
+    from policygradex import execute
+
+    started = execute.start_ray(ray_address, workers)
+    try:
+        yield
+    finally:
+        if started:
+            execute.shutdown_ray()
 
 
 def _stages(*stages: str):
@@ -381,8 +415,10 @@ def _stages(*stages: str):
         bars = _StageBars()
         try:
             run = pipeline.reopen(cmd.run, bars)
-            for stage in stages:
-                pipeline.run_stage(run, stage)  # type: ignore[arg-type]
+            with _executor_session(run.config.executor, run.config.workers, getattr(cmd, "ray_address", None),
+                                   hasattr(cmd, "ray_address")):
+                for stage in stages:
+                    pipeline.run_stage(run, stage)  # type: ignore[arg-type]
         finally:
             bars.close()
         if "report" in stages:
@@ -401,7 +437,11 @@ def _study(fn):
 
         bars = _StageBars()
         try:
-            fn(cmd, pipeline.reopen(cmd.run, bars), bars)
+            run = pipeline.reopen(cmd.run, bars)
+            kind = getattr(cmd, "executor", None) or run.config.executor
+            workers = getattr(cmd, "workers", None) or run.config.workers
+            with _executor_session(kind, workers, getattr(cmd, "ray_address", None), hasattr(cmd, "ray_address")):
+                fn(cmd, run, bars)
         finally:
             bars.close()
 
@@ -465,8 +505,9 @@ def cmd_compare_seeds(cmd: CompareSeedsCmd) -> None:
     resolve(family, cmd.config)  # every value checked before the first run starts
     bars = _StageBars()
     try:
-        res = studies.compare_over_seeds(family, cmd.config, cmd.out, list(range(cmd.seeds)), cmd.random_seeds,
-                                         cmd.budget, progress=bars)
+        with _executor_session(cmd.config.executor, cmd.config.workers, cmd.ray_address):
+            res = studies.compare_over_seeds(family, cmd.config, cmd.out, list(range(cmd.seeds)), cmd.random_seeds,
+                                             cmd.budget, progress=bars)
     finally:
         bars.close()
     for name, s in res["summary"].items():
