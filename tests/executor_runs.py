@@ -38,7 +38,8 @@ def custom_config(**kw) -> pipeline.RunConfig:
 def cartpole_config(**kw) -> pipeline.RunConfig:
     """cartpole-10 with the smoke preset, fewer evaluation episodes per score (the run is repeated per
     executor)."""
-    return pipeline.RunConfig(preset="smoke", seed=0, estimate=pipeline.EstimateConfig(episodes=4), **kw)
+    kw.setdefault("estimate", pipeline.EstimateConfig(episodes=4))
+    return pipeline.RunConfig(preset="smoke", seed=0, **kw)
 
 
 def run_with_truth(family: tasks.TaskFamily, cfg: pipeline.RunConfig, out: Path, executor: str | None = None) -> pipeline.Run:
