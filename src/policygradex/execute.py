@@ -36,6 +36,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from policygradex.errors import ConfigError, MissingExtraError, PolicyGradExError
 from policygradex.io import atomic_path
+from policygradex.threads import torch_threads
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -102,13 +103,17 @@ class FileContents:
 
 # ---- serial and local processes --------------------------------------------------------------------
 class SerialExecutor:
-    """Runs items one after another in this process."""
+    """Runs items one after another in this process, each with the library's torch thread count (as a
+    worker would: a caller that never set one would otherwise get torch's default, many times slower
+    for these small networks on a loaded machine; see :mod:`policygradex.threads`)."""
 
     local = True
 
     def map(self, fn: Callable[[T, S], R], items: Sequence[T], shared: S) -> Iterator[R]:
         for item in items:
-            yield fn(item, shared)
+            with torch_threads():
+                result = fn(item, shared)
+            yield result
 
 
 # A pool worker's copy of the stage's shared input, set once by the pool's initializer.
@@ -193,6 +198,7 @@ class _RaySession:
 # Ray is one connection per process (ray.init / ray.shutdown act on the process), so the session that
 # this module opened is one per process too; shutdown_ray closes it, and so does the interpreter's exit.
 _session: list[_RaySession] = []
+_token: list[str] = []  # the random token of the local Rays this process starts
 
 
 def start_ray(address: str | None = None, cpus: int = 2, *, temp_dir: str | None = None) -> bool:
@@ -241,7 +247,11 @@ def start_ray(address: str | None = None, cpus: int = 2, *, temp_dir: str | None
     # 127.0.0.1, so nothing outside this machine can reach the local Ray (and no other node can join it).
     env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
-        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        # one token per process: Ray caches the first token it reads, so a local Ray started again later in
+        # this process must use the same one
+        if not _token:
+            _token.append(secrets.token_hex(32))
+        env["RAY_AUTH_TOKEN"] = _token[0]
     saved = {k: os.environ.get(k) for k in (*env, "RAY_AUTH_MODE")}  # Ray sets RAY_AUTH_MODE itself
     os.environ.update(env)
     ray = import_ray()  # after the settings: the first import reads them
@@ -322,8 +332,6 @@ def shutdown_ray() -> None:
 
 def _run_item(fn: Callable[[Any, Any], R], item: Any, shared: Any, threads: int) -> R:
     """One item in a Ray worker (``shared`` arrives resolved from the object store)."""
-    from policygradex.threads import torch_threads
-
     with torch_threads(threads):
         return fn(item, shared)
 
