@@ -265,3 +265,35 @@ def test_ground_truth_on_ray_resumes_a_partial_run_of_another_executor(local_ray
     size = max(len(s) for s in run.store.load_subsets())
     studies.ground_truth(run, total_steps=run.config.meta.ppo.batch_size(size), executor="ray")
     assert_same_truth(custom_serial, d)
+
+
+def test_ctrl_c_stops_the_stage_and_frees_the_cluster(local_ray, tmp_path):
+    """SIGINT in the middle of the ground truth on a cluster: exit 130 with the resume hint, the items of
+    the stage cancelled (the cluster's CPUs free again), and a rerun finishes the stage."""
+    address = local_ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "policygradex.cli"]
+    p = subprocess.run([*cli, "run", "--family", "planted-toy", "--preset", "smoke", "--executor", "ray",
+                        "--ray-address", address, "--out", str(out), "--stop-after", "estimate"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    gt = [*cli, "ground-truth", "--run", str(out), "--ray-address", address]
+    proc = subprocess.Popen(gt, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while local_ray.available_resources().get("CPU", 0) > 0:  # both CPUs busy with its items
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted; rerun the same command to resume"
+    deadline = time.monotonic() + 30
+    while local_ray.available_resources().get("CPU", 0) < 2:
+        assert time.monotonic() < deadline, "the stage's items still hold the cluster's CPUs"
+        time.sleep(0.2)
+    done = len(list((out / "ground_truth" / "subsets").glob("*.json")))
+    p = subprocess.run(gt, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "true groups:" in p.stdout
+    assert len(list((out / "ground_truth" / "subsets").glob("*.json"))) > done
