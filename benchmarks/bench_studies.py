@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--gt-steps", type=int, default=None, help="PPO env steps per subset for the ground truth")
-    ap.add_argument("--executor", default="serial", choices=["serial", "process"])
+    ap.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
     ap.add_argument("--ablations", default="d,m,k,depth", help="comma list of d, m, k, depth (empty for none)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

@@ -9,7 +9,7 @@ import contextlib
 import io
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +22,11 @@ from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
 from policygradex.report import format_seconds
 from policygradex.threads import torch_threads
+
+RAY_ADDRESS_HELP = (
+    "With the ray executor: join the Ray cluster at this address ('auto' for one started on this machine with "
+    "`ray start --head`, 'HOST:6379', or 'ray://HOST:10001'); default: a local Ray with --workers CPUs."
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class RunCmd:
     log_format: LogFormat = "auto"
     """Progress as tqdm bars ('tty') or one plain line per event ('plain', for log files and CI); 'auto':
     bars when stderr is a terminal."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,8 @@ class EstimateCmd(StageCmd):
     """Sample subsets, fit the surrogate per subset, score f(S, i), build the affinity (subsets.json,
     scores.jsonl, affinity.npy, coverage.npy)."""
 
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
+
 
 @dataclass(frozen=True)
 class ClusterCmd(StageCmd):
@@ -143,6 +151,8 @@ class ClusterCmd(StageCmd):
 @dataclass(frozen=True)
 class TrainGroupsCmd(StageCmd):
     """Train one policy per group (groups/<g>/policy.pt, eval.json)."""
+
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,7 @@ class GroundTruthCmd(StageCmd):
     seed: int = 0
     """Truth seed: 0 is the ground truth the estimate is compared with; another seed repeats it with other
     training seeds and evaluation episodes (ground_truth_seed<s>/), for `policygradex noise-ceiling`."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,7 @@ class CompareGroupingsCmd(StageCmd):
     budget: BudgetRule | None = None
     """Group budget rule for every grouping (default: the run's): 'proportional' (meta budget × size / n)
     or 'equal' (meta budget / k)."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,7 @@ class CompareSeedsCmd:
     log_format: LogFormat = "auto"
     """Progress as tqdm bars ('tty') or one plain line per event ('plain', for log files and CI); 'auto':
     bars when stderr is a terminal."""
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
 Command = (
@@ -355,12 +368,33 @@ def cmd_run(cmd: RunCmd, console: Console) -> None:
     from policygradex import pipeline, tasks
 
     family = tasks.make(cmd.family)
-    res = pipeline.run(family, cmd.config, cmd.out, console, stop_after=cmd.stop_after)
+    with _executor_session(cmd.config.executor, cmd.config.workers, cmd.ray_address):
+        res = pipeline.run(family, cmd.config, cmd.out, console, stop_after=cmd.stop_after)
     if cmd.stop_after == "report":
         _print_run_summary(pipeline.reopen(res.directory), console)
     else:
         print(f"stopped after stage {cmd.stop_after!r} in {format_seconds(console.elapsed())}; "
               f"continue with `policygradex run` on --out {res.directory}")
+
+
+@contextlib.contextmanager
+def _executor_session(kind: ExecutorKind, workers: int, ray_address: str | None, parallel: bool = True) -> Iterator[None]:
+    """Join or start Ray for the command when it runs parallel work on the ray executor, before any work
+    (a missing Ray or an unreachable cluster is one line), and disconnect afterwards."""
+    if kind != "ray" or not parallel:
+        if ray_address is not None:
+            raise ConfigError(f"--ray-address {ray_address!r} is for the ray executor, and this command runs {kind!r}; "
+                              "pass --executor ray")
+        yield
+        return
+    from policygradex import execute
+
+    started = execute.start_ray(ray_address, workers)
+    try:
+        yield
+    finally:
+        if started:
+            execute.shutdown_ray()
 
 
 def _stages(*stages: str):
@@ -370,9 +404,11 @@ def _stages(*stages: str):
         from policygradex import pipeline
 
         run = pipeline.reopen(cmd.run, console)
-        for stage in stages:
-            # the report, asked for by name, is written afresh; other stages skip what they find done
-            pipeline.run_stage(run, stage, force=stage == "report")  # type: ignore[arg-type]
+        with _executor_session(run.config.executor, run.config.workers, getattr(cmd, "ray_address", None),
+                               hasattr(cmd, "ray_address")):
+            for stage in stages:
+                # the report, asked for by name, is written afresh; other stages skip what they find done
+                pipeline.run_stage(run, stage, force=stage == "report")  # type: ignore[arg-type]
         if "report" in stages:
             _print_run_summary(run, console)
         else:
@@ -387,7 +423,11 @@ def _study(fn):
     def handler(cmd: StageCmd, console: Console) -> None:
         from policygradex import pipeline
 
-        fn(cmd, pipeline.reopen(cmd.run, console), console)
+        run = pipeline.reopen(cmd.run, console)
+        kind = getattr(cmd, "executor", None) or run.config.executor
+        workers = getattr(cmd, "workers", None) or run.config.workers
+        with _executor_session(kind, workers, getattr(cmd, "ray_address", None), hasattr(cmd, "ray_address")):
+            fn(cmd, run, console)
 
     return handler
 
@@ -447,8 +487,9 @@ def cmd_compare_seeds(cmd: CompareSeedsCmd, console: Console) -> None:
     from policygradex.config import resolve
 
     resolve(family, cmd.config)  # every value checked before the first run starts
-    res = studies.compare_over_seeds(family, cmd.config, cmd.out, list(range(cmd.seeds)), cmd.random_seeds,
-                                     cmd.budget, progress=console)
+    with _executor_session(cmd.config.executor, cmd.config.workers, cmd.ray_address):
+        res = studies.compare_over_seeds(family, cmd.config, cmd.out, list(range(cmd.seeds)), cmd.random_seeds,
+                                         cmd.budget, progress=console)
     for name, s in res["summary"].items():
         ci = "" if s["ci95"] is None else f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
         print(f"{name:22s} mean {s['mean']:.3f}{ci}")

@@ -218,9 +218,10 @@ class RunConfig:
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     groups: GroupConfig = field(default_factory=GroupConfig)
     executor: ExecutorKind = "serial"
-    """Where subset scoring and group training run: 'serial' or local 'process'es."""
+    """Where subset scoring, group training and the studies' fine-tunings run: 'serial', local 'process'es,
+    or 'ray' (extra ray: a local Ray, or the cluster of --ray-address); the results are the same."""
     workers: int = 2
-    """Worker processes for the 'process' executor."""
+    """Worker processes for 'process'; the CPUs of the local Ray for 'ray' (a cluster brings its own)."""
 
     def __post_init__(self) -> None:
         check_seed(self.seed)

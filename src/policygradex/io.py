@@ -54,6 +54,11 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     _write_with(path, "w", lambda f: f.write(text))
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _write_with(path, "wb", lambda f: f.write(data))
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")

@@ -19,9 +19,9 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,14 +45,17 @@ from policygradex.config import (
     to_data,
 )
 from policygradex.errors import PolicyGradExError
-from policygradex.execute import make_executor
+from policygradex.execute import FileContents, check_available, make_executor
 from policygradex.rl.checkpoint import load_checkpoint
 from policygradex.rl.policy import PolicyConfig
 from policygradex.rl.ppo import PPOConfig
 from policygradex.rundir import RunStore, config_path, is_trained, open_run_dir, read_config
-from policygradex.tasks import FamilyRef
+from policygradex.tasks import FamilyRef, portable
 from policygradex.tasks.base import TaskFamily
 from policygradex.threads import torch_threads
+
+if TYPE_CHECKING:
+    from policygradex.gradex.scores import ScoreJob
 
 __all__ = [
     "STAGES", "EstimateConfig", "FeatureConfig", "GroupConfig", "MetaConfig", "Run", "RunConfig", "RunResult",
@@ -237,7 +240,7 @@ def _score_rollouts(run: Run, subsets: list[tuple[int, ...]], deltas: np.ndarray
 
     Finished chunks are kept, so a killed stage resumes where it stopped.
     """
-    from policygradex.gradex.scores import ScoreJob, score_rollouts
+    from policygradex.gradex.scores import ScoreJob
     from policygradex.gradex.subsets import first_occurrences
 
     e = run.config.estimate
@@ -257,7 +260,8 @@ def _score_rollouts(run: Run, subsets: list[tuple[int, ...]], deltas: np.ndarray
     if done:
         log.info("estimate: %d of %d chunks of subsets already scored; scoring the other %d", done, len(starts), len(todo))
     run.progress("estimate", done, len(starts))
-    for c, res in zip(todo, executor.map(score_rollouts, jobs), strict=True):
+    meta = FileContents.read(run.store.meta_checkpoint)  # sent once, not once per chunk
+    for c, res in zip(todo, executor.map(score_chunk, jobs, meta), strict=True):
         run.store.save_chunk(c, res["rows"], res["seconds"])
         done += 1
         run.progress("estimate", done, len(starts))
@@ -268,11 +272,20 @@ def _score_rollouts(run: Run, subsets: list[tuple[int, ...]], deltas: np.ndarray
     return expand_rows(subsets, scored)
 
 
+def score_chunk(job: ScoreJob, meta: FileContents) -> dict[str, Any]:
+    """:func:`~policygradex.gradex.scores.score_rollouts` with θ* from the contents the caller sent
+    (the worker may not see the run directory)."""
+    from policygradex.gradex.scores import score_rollouts
+
+    return score_rollouts(replace(job, checkpoint=meta.local_path()))
+
+
 def job_family(run: Run, executor: str | None = None) -> FamilyRef:
-    """The family as work items carry it: the object itself for the serial executor (so a family that
-    is not in the registry works), for worker processes the string they rebuild it from: its name, or
-    its ``module:factory`` (issue 16)."""
-    return run.family if (executor or run.config.executor) == "serial" else run.family.ref
+    """The family as work items carry it: the object itself for the serial executor, and for worker
+    processes the object where it pickles (so a family in no registry works), else the string a fresh
+    process rebuilds it from: its ``module:factory``, entry-point or built-in name
+    (:func:`policygradex.tasks.portable`)."""
+    return run.family if (executor or run.config.executor) == "serial" else portable(run.family)
 
 
 def load_scores(run: Run, truth_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -333,30 +346,52 @@ def train_groups(
     """Train one policy per group (resuming finished ones) and return every task's score under its
     group's policy. Used for the estimated grouping (``baseline=None``) and for the baselines;
     ``budget`` overrides the run's budget rule."""
+    return train_partitions(run, {baseline: groups}, stage, budget)[baseline]
+
+
+def train_partitions(
+    run: Run, partitions: dict[str | None, list[list[int]]], stage: str, budget: BudgetRule | None = None
+) -> dict[str | None, dict[int, float]]:
+    """:func:`train_groups` for several partitions at once (keyed by where they are trained, see
+    :meth:`RunStore.group_dir`), so that every group of every partition is one work item of one map.
+
+    A local executor trains into the run directory (a killed training resumes mid-way); a Ray worker
+    trains in its own scratch directory and sends the files back, written here atomically (issue 15).
+    """
+    from policygradex.rundir import save_trained
+
     gc = run.config.groups
     if gc.init == "meta":
         run.store.require(run.store.meta_checkpoint, "meta")
-    jobs = [
-        GroupJob(
-            directory=str(run.store.group_dir(g, baseline)), family=job_family(run), tasks=tuple(members),
-            ppo=asdict(group_ppo(run.config, len(members), len(groups), budget)), policy=asdict(run.config.meta.policy),
-            seed=derive_seed(run.seed, GROUP_SEED_KEY, g), eval_episodes=gc.eval_episodes,
-            init=str(run.store.meta_checkpoint) if gc.init == "meta" else None,
-        )
-        for g, members in enumerate(groups)
-    ]
-    trained = [g for g, job in enumerate(jobs) if is_trained(job.directory)]
-    if trained:
-        log.info("%s: group(s) %s already trained; training the other %d", stage, trained, len(jobs) - len(trained))
     executor = make_executor(run.config.executor, run.config.workers)
-    run.progress(stage, 0, len(jobs))
-    for j, _ in enumerate(executor.map(train_group, jobs)):
-        run.progress(stage, j + 1, len(jobs))
-    scores: dict[int, float] = {}
-    for g, members in enumerate(groups):
-        ev = run.metric_of(run.store.load_eval(run.store.group_dir(g, baseline)))
-        scores.update({i: ev[i] for i in members})
-    return scores
+    where = [(baseline, g) for baseline, groups in partitions.items() for g in range(len(groups))]
+    todo = [(b, g) for b, g in where if not is_trained(run.store.group_dir(g, b))]
+    if len(todo) < len(where):
+        log.info("%s: %d group(s) already trained; training the other %d", stage, len(where) - len(todo), len(todo))
+    jobs = []
+    for baseline, g in todo:
+        groups = partitions[baseline]
+        jobs.append(GroupJob(
+            directory=str(run.store.group_dir(g, baseline)) if executor.local else None, family=job_family(run),
+            tasks=tuple(groups[g]), ppo=asdict(group_ppo(run.config, len(groups[g]), len(groups), budget)),
+            policy=asdict(run.config.meta.policy), seed=derive_seed(run.seed, GROUP_SEED_KEY, g),
+            eval_episodes=gc.eval_episodes, init=gc.init == "meta",
+        ))
+    meta = FileContents.read(run.store.meta_checkpoint) if gc.init == "meta" and jobs else None
+    done = len(where) - len(todo)
+    run.progress(stage, done, len(where))
+    for (baseline, g), files in zip(todo, executor.map(train_group, jobs, meta), strict=True):
+        if files:
+            save_trained(run.store.group_dir(g, baseline), files)
+        done += 1
+        run.progress(stage, done, len(where))
+    out: dict[str | None, dict[int, float]] = {}
+    for baseline, groups in partitions.items():
+        scores = out[baseline] = {}
+        for g, members in enumerate(groups):
+            ev = run.metric_of(run.store.load_eval(run.store.group_dir(g, baseline)))
+            scores.update({i: ev[i] for i in members})
+    return out
 
 
 def results(run: Run) -> dict[str, Any]:
@@ -489,30 +524,52 @@ def estimate_compute_seconds(run: Run) -> dict[str, float]:
 # ---- group training work item ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class GroupJob:
-    """One group policy to train (picklable, for any executor)."""
+    """One group policy to train (picklable, for any executor).
 
-    directory: str
+    Attributes:
+        directory: where to train (resuming there), or None: in a scratch directory of the worker, whose
+            files :func:`train_group` returns.
+        init: fine-tune θ* (sent as the map's shared input) instead of training from scratch.
+    """
+
+    directory: str | None
     family: FamilyRef
     tasks: tuple[int, ...]
     ppo: dict[str, Any]
     policy: dict[str, Any]
     seed: int
     eval_episodes: int
-    init: str | None
+    init: bool
 
 
-def train_group(job: GroupJob) -> str:
-    """Train (or resume) one group policy; returns its directory."""
+def train_group(job: GroupJob, meta: FileContents | None) -> dict[str, bytes]:
+    """Train (or resume) one group policy; returns the trained directory's files when it trained in
+    scratch (``job.directory`` None), else nothing."""
+    import tempfile
+
     from policygradex import tasks
+    from policygradex.rundir import trained_files
     from policygradex.training import train_into
 
     family = tasks.resolve(job.family)
-    init = load_checkpoint(job.init, family).policy if job.init else None
-    train_into(
-        job.directory, family, job.tasks, PPOConfig(**job.ppo), PolicyConfig(**job.policy), job.seed,
-        job.eval_episodes, init=init,
-    )
-    return job.directory
+    init = None
+    if job.init:
+        if meta is None:
+            raise PolicyGradExError("a group to fine-tune from θ* was sent without θ*; rerun the stage")
+        init = load_checkpoint(meta.local_path(), family).policy
+
+    def train(directory: str) -> None:
+        train_into(
+            directory, family, job.tasks, PPOConfig(**job.ppo), PolicyConfig(**job.policy), job.seed,
+            job.eval_episodes, init=init,
+        )
+
+    if job.directory is not None:
+        train(job.directory)
+        return {}
+    with tempfile.TemporaryDirectory(prefix="policygradex-group-") as scratch:
+        train(scratch)
+        return trained_files(scratch)
 
 
 # ---- opening runs ----------------------------------------------------------------------------------
@@ -542,6 +599,7 @@ def open_run(
 ) -> Run:
     """Create (or reopen, for the same configuration) the run directory ``out``."""
     config = resolve(family, cfg)
+    check_available(config.executor)  # before anything is written: a missing Ray is one line, not a late crash
     directory = open_run_dir(out, to_data(config))
     return Run(family, RunStore(directory, family.ref), config, progress or _no_progress)
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from policygradex.errors import PolicyGradExError
-from policygradex.io import atomic_path, read_json, write_json, write_npy, write_text
+from policygradex.io import atomic_path, read_json, write_bytes, write_json, write_npy, write_text
 
 CONFIG_FILE = "config.json"
 
@@ -78,6 +78,34 @@ def tensorboard_dir(directory: str | os.PathLike[str]) -> Path:
 def is_trained(directory: str | os.PathLike[str]) -> bool:
     """Whether ``directory`` holds a finished, evaluated policy."""
     return policy_path(directory).exists() and eval_path(directory).exists()
+
+
+def trained_files(directory: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Every file of a finished policy directory (relative path → contents), without the training state:
+    what a worker that trained in its own scratch directory sends back (issue 15)."""
+    d = Path(directory)
+    return {
+        p.relative_to(d).as_posix(): p.read_bytes()
+        for p in sorted(d.rglob("*")) if p.is_file() and p.name != TRAIN_STATE_FILE
+    }
+
+
+def save_trained(directory: str | os.PathLike[str], files: dict[str, bytes]) -> None:
+    """Write a finished policy directory from :func:`trained_files`, each file atomically and the
+    checkpoint and evaluation last, so the directory counts as trained only once it is complete.
+
+    Raises:
+        PolicyGradExError: the files lack the checkpoint or evaluation, or a path leaves the directory.
+    """
+    d = Path(directory)
+    last = (POLICY_FILE, EVAL_FILE)
+    if any(name not in files for name in last):
+        raise PolicyGradExError(f"the trained files for {str(d)!r} lack {POLICY_FILE} or {EVAL_FILE}; rerun the stage")
+    for rel in files:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise PolicyGradExError(f"the trained files for {str(d)!r} hold a path outside it ({rel!r}); rerun the stage")
+    for rel in sorted(files, key=lambda r: (r in last, last.index(r) if r in last else 0, r)):
+        write_bytes(d / rel, files[rel])
 
 
 # ---- TAG's lookahead averaged over a training (issue 12, item 3) -----------------------------------------
@@ -652,6 +680,10 @@ class RunStore:
     def truth_subset_path(self, l: int, seed: int = 0) -> Path:
         """The fine-tuned scores of subset ``l``."""
         return self.ground_truth_dir(seed) / "subsets" / f"subset_{l:05d}.json"
+
+    def save_truth_subset(self, l: int, record: dict[str, Any], seed: int = 0) -> None:
+        """The fine-tuned scores of subset ``l`` (its completion mark)."""
+        write_json(self.truth_subset_path(l, seed), record)
 
     def load_truth_subset(self, l: int, seed: int = 0) -> dict[str, Any]:
         """``{"index", "tasks", "rows", "env_steps", "seconds", "relative_distance"}`` of subset ``l``."""

@@ -36,7 +36,7 @@ from policygradex.config import (
     stage_seed,
 )
 from policygradex.errors import ConfigError, PolicyGradExError
-from policygradex.execute import make_executor
+from policygradex.execute import FileContents, make_executor
 from policygradex.gradex.subsets import first_occurrences
 from policygradex.io import write_json, write_text
 from policygradex.pipeline import (
@@ -45,7 +45,7 @@ from policygradex.pipeline import (
     expand_rows,
     job_family,
     load_scores,
-    train_groups,
+    train_partitions,
 )
 from policygradex.rl.checkpoint import load_checkpoint
 from policygradex.rl.policy import log_prob
@@ -115,9 +115,8 @@ def approx_error(run: Run, directions: int = 20, distances: Sequence[float] = DE
 # ---- ground truth by full training -------------------------------------------------------------------
 @dataclass(frozen=True)
 class TruthJob:
-    """Fine-tune θ* on one subset and score it (picklable)."""
+    """Fine-tune θ* (the map's shared input) on one subset and score it (picklable)."""
 
-    checkpoint: str
     family: FamilyRef
     index: int
     tasks: tuple[int, ...]
@@ -125,11 +124,15 @@ class TruthJob:
     seed: int
     score_seed: int
     episodes: int
-    out: str
 
 
-def fine_tune_and_score(job: TruthJob) -> str:
-    """Fine-tune θ* on ``job.tasks`` with PPO, then score each task as the estimate does; writes ``job.out``."""
+def fine_tune_and_score(job: TruthJob, meta: FileContents) -> dict[str, Any]:
+    """Fine-tune θ* on ``job.tasks`` with PPO, then score each task as the estimate does.
+
+    Returns:
+        The subset's record, which the caller saves (the worker may not see the run directory):
+        ``{"index", "tasks", "rows", "env_steps", "seconds", "relative_distance"}``.
+    """
     from policygradex import tasks
     from policygradex.gradex.features import flatten
     from policygradex.gradex.scores import ScoreJob, score_rollouts
@@ -137,16 +140,16 @@ def fine_tune_and_score(job: TruthJob) -> str:
 
     start = time.perf_counter()
     family = tasks.resolve(job.family)
-    ckpt = load_checkpoint(job.checkpoint, family)
+    checkpoint = meta.local_path()
+    ckpt = load_checkpoint(checkpoint, family)
     res = train(family, job.tasks, PPOConfig(**job.ppo), job.seed, init=ckpt.policy)
     delta = flatten(res.policy.actor_params()) - flatten(ckpt.policy.actor_params())
     # Scored through the same function as the estimate: π at θ* + Δθ, same task seeds, same episodes.
-    scored = score_rollouts(ScoreJob(job.checkpoint, family, ((job.index, job.tasks),), delta.numpy()[None], job.episodes, job.score_seed))
-    write_json(job.out, {
+    scored = score_rollouts(ScoreJob(checkpoint, family, ((job.index, job.tasks),), delta.numpy()[None], job.episodes, job.score_seed))
+    return {
         "index": job.index, "tasks": list(job.tasks), "rows": scored["rows"], "env_steps": res.env_steps,
         "seconds": time.perf_counter() - start, "relative_distance": float(delta.norm() / flatten(ckpt.policy.actor_params()).norm()),
-    })
-    return job.out
+    }
 
 
 def ground_truth(run: Run, total_steps: int | None = None, executor: str | None = None, workers: int | None = None,
@@ -184,19 +187,20 @@ def ground_truth(run: Run, total_steps: int | None = None, executor: str | None 
     score_seed = stage_seed(run.seed, "estimate") if seed == 0 else derive_seed(run.seed, TRUTH_SEED_KEY, TRUTH_EVAL_SEED_KEY, seed)
     jobs = []
     for s, l in sorted(first.items(), key=lambda kv: kv[1]):
-        out = store.truth_subset_path(l, seed)
-        if out.exists():
+        if store.truth_subset_path(l, seed).exists():
             continue
         train_seed = derive_seed(run.seed, TRUTH_SEED_KEY, l) if seed == 0 else derive_seed(run.seed, TRUTH_SEED_KEY, l, seed)
         jobs.append(TruthJob(
-            str(store.meta_checkpoint), job_family(run, executor), l, s, asdict(fine_tune_ppo(cfg, len(s), total_steps)),
-            train_seed, score_seed, cfg.estimate.episodes, str(out),
+            job_family(run, executor), l, s, asdict(fine_tune_ppo(cfg, len(s), total_steps)),
+            train_seed, score_seed, cfg.estimate.episodes,
         ))
     total = len(first)
     done = total - len(jobs)
     if progress:
         progress("ground-truth", done, total)
-    for _ in ex.map(fine_tune_and_score, jobs):
+    meta = FileContents.read(store.require(store.meta_checkpoint, "meta"))  # sent once, not once per subset
+    for job, record in zip(jobs, ex.map(fine_tune_and_score, jobs, meta), strict=True):
+        store.save_truth_subset(job.index, record, seed)
         done += 1
         if progress:
             progress("ground-truth", done, total)
@@ -383,10 +387,13 @@ def compare_groupings(run: Run, seeds: int = 1, progress: Any = None, budget: Bu
     rule: BudgetRule = budget or run.config.groups.budget
     own_rule = rule == run.config.groups.budget
     partitions = baseline_partitions(run, seeds)
+    where = {name: None if name == "estimated" and own_rule else (name if own_rule else f"{rule}-budget/{name}")
+             for name in partitions}
+    # every group of every grouping in one map, so that a cluster trains them all at once (issue 15)
+    trained = train_partitions(run, {where[name]: groups for name, groups in partitions.items()}, "groupings", rule)
     results: dict[str, Any] = {}
     for name, groups in partitions.items():
-        where = None if name == "estimated" and own_rule else (name if own_rule else f"{rule}-budget/{name}")
-        per_task = train_groups(run, groups, where, "groupings", rule)
+        per_task = trained[where[name]]
         results[name] = {"groups": groups, "mean": float(np.mean(list(per_task.values()))),
                          "per_task": {str(i): per_task[i] for i in sorted(per_task)}}
         if progress:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import pickle
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 
@@ -39,7 +40,7 @@ from policygradex.tasks.toy import planted_toy
 
 __all__ = [
     "ENTRY_POINT_GROUP", "StepResult", "Task", "TaskFamily", "TaskVecEnv", "extra_of", "from_gymnasium", "make",
-    "names", "origin_of", "register",
+    "names", "origin_of", "portable", "register",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ for _name, _factory, _extra in (
     ("halfcheetah-vel-10", halfcheetah_vel_10, "mujoco"),
 ):
     register(_name, _factory, extra=_extra, origin=BUILT_IN)
+_AT_IMPORT = frozenset(_REGISTRY)  # the built-in names a fresh process (a worker) can build
 
 
 FamilyRef = TaskFamily | str
@@ -176,3 +178,25 @@ FamilyRef = TaskFamily | str
 def resolve(family: FamilyRef) -> TaskFamily:
     """The family itself, or the family that string names (a name or ``module:factory``: ``family.ref``)."""
     return family if isinstance(family, TaskFamily) else make(family)
+
+
+def portable(family: TaskFamily) -> FamilyRef:
+    """The family as a work item for another process carries it (issue 15): the object itself where it
+    pickles (every built-in family and every :func:`from_gymnasium` family, registered or not), so the
+    worker runs exactly the caller's tasks; else the string a fresh process rebuilds it from
+    (``family.ref``: its ``module:factory``, an entry-point name or a built-in name).
+
+    Raises:
+        ConfigError: the family neither pickles nor can be rebuilt by name in a fresh process.
+    """
+    try:
+        pickle.dumps(family)
+        return family
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        if family.factory or family.name in _AT_IMPORT or family.name in _entry_points():
+            return family.ref  # module:factory, an entry point or a built-in: any process rebuilds it
+        raise ConfigError(
+            f"family {family.name!r} cannot be sent to worker processes: it does not pickle ({e}) and a fresh "
+            "process does not know its name; build its environments with top-level functions (or "
+            "tasks.from_gymnasium), or use the serial executor"
+        ) from None

@@ -15,6 +15,7 @@ parameters.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -22,6 +23,34 @@ import numpy as np
 
 from policygradex.errors import ConfigError
 from policygradex.tasks.base import GymnasiumTaskVecEnv, Metric, Task, TaskFamily
+
+
+@dataclass(frozen=True)
+class GymnasiumEnvMaker:
+    """Builds task ``i`` of a :func:`from_gymnasium` family: plain data, so the family pickles and travels
+    to worker processes and Ray tasks by value (issue 15), also when it is in no registry.
+
+    Attributes:
+        env_id: the Gymnasium id.
+        params: one mapping per task.
+        set_attributes: set the parameters as attributes of ``env.unwrapped`` instead of passing them to
+            the constructor.
+    """
+
+    env_id: str
+    params: tuple[dict[str, Any], ...]
+    set_attributes: bool = False
+
+    def __call__(self, family: TaskFamily, i: int) -> gym.Env[Any, Any]:
+        p = self.params[i]
+        if not self.set_attributes:
+            return gym.make(self.env_id, **p)
+        env = gym.make(self.env_id)
+        for k, v in p.items():
+            if not hasattr(env.unwrapped, k):
+                raise ConfigError(f"{self.env_id} has no attribute {k!r} to set for task {i}; check the parameter names")
+            setattr(env.unwrapped, k, v)
+        return env
 
 
 def from_gymnasium(
@@ -69,17 +98,7 @@ def from_gymnasium(
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in (train_steps or {}).values()):
         raise ConfigError(f"train_steps={dict(train_steps or {})} must map presets to positive integers of env steps")
 
-    def make_env(family: TaskFamily, i: int) -> gym.Env[Any, Any]:
-        p = frozen[i]
-        if not set_attributes:
-            return gym.make(env_id, **p)
-        env = gym.make(env_id)
-        for k, v in p.items():
-            if not hasattr(env.unwrapped, k):
-                raise ConfigError(f"{env_id} has no attribute {k!r} to set for task {i}; check the parameter names")
-            setattr(env.unwrapped, k, v)
-        return env
-
+    make_env = GymnasiumEnvMaker(env_id, frozen, set_attributes)
     try:
         probe = gym.make(env_id, **({} if set_attributes else frozen[0]))
     except gym.error.Error as e:
