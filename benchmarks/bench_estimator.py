@@ -20,7 +20,7 @@ import torch
 
 from policygradex import pipeline, studies
 from policygradex.analysis.agreement import nmi
-from policygradex.execute import make_executor
+from policygradex.execute import FileContents, make_executor
 from policygradex.gradex.affinity import affinity, no_signal_tasks
 from policygradex.gradex.features import flatten
 from policygradex.gradex.projection import GaussianProjection
@@ -28,7 +28,6 @@ from policygradex.gradex.scores import (
     ScoreJob,
     scale_deltas,
     score_objective_change,
-    score_rollouts,
     score_surrogate,
 )
 from policygradex.gradex.subsets import first_occurrences, membership
@@ -49,7 +48,8 @@ def rollout_scores(run, subsets, deltas: np.ndarray, episodes: int, executor) ->
         for c in range(0, len(distinct), chunk)
     ]
     scored, seconds = {}, 0.0
-    for res in executor.map(score_rollouts, jobs):
+    meta = FileContents.read(run.store.meta_checkpoint)  # θ* sent once, as the pipeline sends it
+    for res in executor.map(pipeline.score_chunk, jobs, meta):
         seconds += res["seconds"]
         for a, b, v in res["rows"]:
             scored[(int(a), int(b))] = float(v)

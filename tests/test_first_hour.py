@@ -8,6 +8,7 @@ tasks, one with a reversed actuator) and a ``dist-info`` that declares it as an 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -76,7 +77,7 @@ def test_module_factory_family_runs_end_to_end(factory_run):
     _check_factory_run(out, first, rc, "serial")
 
 
-def _family_size(ref: str) -> tuple[int, str]:
+def _family_size(ref: str, shared: None) -> tuple[int, str]:
     family = tasks.resolve(ref)
     return family.n, family.ref
 
@@ -91,8 +92,12 @@ def test_worker_process_rebuilds_a_factory_family_from_its_ref(monkeypatch):
     family = tasks.make(SPEC)
     assert family.ref == SPEC and family.name == "user-cartpoles"
     run = Run(family, None, None)  # type: ignore[arg-type]  # job_family reads only the family here
-    assert job_family(run, "process") == SPEC and job_family(run, "serial") is family
-    assert list(ProcessExecutor(1).map(_family_size, [SPEC])) == [(3, SPEC)]
+    assert job_family(run, "serial") is family
+    # A family that pickles travels by value (issue 15); one that does not, by the string that rebuilds it.
+    assert job_family(run, "process") == family
+    closure = dataclasses.replace(family, make_env_fn=lambda fam, i: family.make_env_fn(fam, i))
+    assert job_family(Run(closure, None, None), "process") == SPEC  # type: ignore[arg-type]
+    assert list(ProcessExecutor(1).map(_family_size, [SPEC], None)) == [(3, SPEC)]
 
 
 @pytest.mark.slow
