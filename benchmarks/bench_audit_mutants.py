@@ -39,6 +39,7 @@ class Bug:
 
 
 CLUSTER = ("tests/test_known_answers.py", "tests/test_cluster.py", "tests/test_mutation_kills.py")
+ESTIMATE = ("tests/test_known_answers.py", "tests/test_features.py", "tests/test_mutation_kills.py")
 SDP_ROUNDING = "labels = _repair(u, _kmeans(embedding, k, seed=0), k)\n    labels = _iterated_local_search(u, labels, k)"
 
 BUGS = [
@@ -54,13 +55,13 @@ BUGS = [
         '[chosen] + [s for s in ("SCS",) if s != chosen]', "[chosen]", CLUSTER),
     Bug("surrogate scores ignore the rescaling factor", "gradex/scores.py",
         "w = weights if coef_scale is None else weights * coef_scale[:, None]", "w = weights",
-        ("tests/test_known_answers.py", "tests/test_features.py", "tests/test_mutation_kills.py")),
+        ESTIMATE),
     Bug("features: advantages reversed relative to the gradients", "gradex/features.py",
         "advantages=batch.advantages[rows].clone()", "advantages=-batch.advantages[rows].clone()",
-        ("tests/test_known_answers.py", "tests/test_features.py", "tests/test_mutation_kills.py")),
+        ESTIMATE),
     Bug("features: stored log-probs off by a constant", "gradex/features.py",
         "logp=batch.logp[rows].clone()", "logp=batch.logp[rows].clone() + 0.01",
-        ("tests/test_known_answers.py", "tests/test_features.py", "tests/test_mutation_kills.py")),
+        ESTIMATE),
     Bug("resume: every finished score chunk is scored again", "pipeline.py",
         "todo = [c for c in starts if not run.store.chunk_path(c).exists()]", "todo = list(starts)",
         ("tests/test_resume_kill.py", "tests/test_pipeline.py", "tests/test_crash_injection.py")),
