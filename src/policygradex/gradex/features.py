@@ -103,9 +103,9 @@ def layer_factors(
         obs: [N, obs_dim]; actions: [N] or [N, A].
 
     Returns:
-        One entry per block of :func:`kronecker_blocks`: ``(δ [N, out], a [N, in])`` per Linear layer
-        (weight gradient δ_t a_tᵀ, bias gradient δ_t), then ``(∂ log π/∂ log_std [N, A], None)`` for a
-        Gaussian head.
+        One entry per block of :func:`kronecker_blocks`, in its (θ's) order: ``(δ [N, out], a [N, in])``
+        per Linear layer (weight gradient δ_t a_tᵀ, bias gradient δ_t), and ``(∂ log π/∂ log_std [N, A],
+        None)`` for a Gaussian head's log-std.
 
     Raises:
         ConfigError: the actor cannot be decomposed.

@@ -15,7 +15,9 @@ Two projections, chosen by ``features.projection``:
   δ_t [a_t; 1]ᵀ projects to (U_lᵀ δ_t) ⊙ (V_lᵀ [a_t; 1]) / √d without ever being formed, and the
   adjoint is Δθ_l = U_l·diag(w)·V_lᵀ / √d. Narrow layers and the log-std get dense N(0, 1/d) blocks.
   Every block spans all d columns and the blocks are independent, so the layers' sketches are
-  *summed* into d dimensions and E[PPᵀ] = I still holds: an unbiased inner-product sketch.
+  *summed* into d dimensions and E[PPᵀ] = I still holds: an unbiased inner-product sketch. Summing
+  rather than concatenating gives every layer all d columns (no split of d to tune); the price is
+  that each Linear layer costs 2·N·(out + in + 1)·d flops instead of a share of that.
 """
 
 from __future__ import annotations
