@@ -12,6 +12,7 @@ from policygradex.errors import ConfigError
 from policygradex.rl.policy import ActorCritic
 from policygradex.rl.rollout import RolloutState, step_env
 from policygradex.tasks.base import TaskFamily
+from policygradex.threads import library_threads
 
 MAX_ENVS_PER_TASK = 16
 
@@ -48,6 +49,7 @@ class EvalResult:
 
 
 @torch.no_grad()
+@library_threads
 def evaluate(
     policy: ActorCritic,
     family: TaskFamily,

@@ -25,6 +25,7 @@ from policygradex.metrics import MetricsLogger
 from policygradex.rl.policy import ActorCritic, PolicyConfig, build_policy
 from policygradex.rl.rollout import Batch, Episode, RolloutState, collect
 from policygradex.tasks.base import TaskFamily, env_state
+from policygradex.threads import library_threads
 
 
 class TrainingDiverged(PolicyGradExError):
@@ -255,6 +256,7 @@ def _minibatch(batch: Batch, idx: Tensor) -> Batch:
     )
 
 
+@library_threads
 def train(
     family: TaskFamily,
     task_indices: Sequence[int],
