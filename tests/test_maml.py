@@ -283,3 +283,17 @@ def test_adaptation_improves_held_out_cartpole_tasks():
     # the same adaptation again gives the same parameters (seeded)
     again = adapt(pol, test, held_out, 10, cfg, seed=1)
     assert all(torch.equal(phi[k], again[k]) for k in phi)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_mlp_fast_path_equals_vmap_over_functional_call(discrete):
+    from torch.func import vmap
+
+    from policygradex.rl.maml import stacked_forward
+
+    pol = build_policy(6, 3, discrete, PolicyConfig(depth=3, width=8, activation="relu"), seed=0)
+    g = torch.Generator().manual_seed(0)
+    phi = {k: v + 0.1 * torch.randn(4, *v.shape, generator=g) for k, v in pol.actor_params().items()}
+    obs = torch.randn(4, 5, 6, generator=g)
+    ref = vmap(lambda p, o: functional_call(pol.actor, p, (o,)))(phi, obs)
+    torch.testing.assert_close(stacked_forward(pol.actor, phi, obs), ref, rtol=1e-5, atol=1e-6)

@@ -264,6 +264,30 @@ def stack(params: Params, k: int) -> Params:
     return {name: p.detach().expand(k, *p.shape) for name, p in params.items()}
 
 
+def stacked_forward(actor: Actor, params: Params, obs: Tensor) -> Tensor:
+    """The actor's output for every task with its own parameters: stacked φ [K, ...], obs [K, e, obs_dim]
+    → [K, e, A].
+
+    ``vmap`` over ``functional_call`` works for any architecture, but costs about 2 ms per call in Python
+    overhead, which dominates rollouts of small networks (one call per environment step); the plain MLP
+    :class:`~policygradex.rl.policy.Actor` takes a batched-matmul path with the same result
+    (``tests/test_maml.py`` checks both agree).
+    """
+    net = getattr(actor, "net", None)
+    if type(actor) is Actor and isinstance(net, torch.nn.Sequential):
+        x = obs
+        for j, layer in enumerate(net):
+            if isinstance(layer, torch.nn.Linear):
+                x = torch.baddbmm(params[f"net.{j}.bias"][:, None, :], x, params[f"net.{j}.weight"].transpose(1, 2))
+            elif isinstance(layer, torch.nn.Tanh | torch.nn.ReLU):
+                x = layer(x)
+            else:
+                break
+        else:
+            return x
+    return vmap(lambda p, o: functional_call(actor, p, (o,)))(params, obs)
+
+
 class TaskParamsPolicy:
     """A policy whose actor has one parameter copy per task: environment block i of a vector env
     (``make_vec`` groups environments by task, in sorted task order) acts with φ^i; V(s) is the shared
@@ -288,7 +312,7 @@ class TaskParamsPolicy:
             raise ConfigError(f"{e_total} environments do not split into {self.num_tasks} equal task blocks")
         blocks = obs.reshape(self.num_tasks, e_total // self.num_tasks, *obs.shape[1:])
         actor = self.policy.actor
-        out = vmap(lambda p, o: functional_call(actor, p, (o,)))(self.params, blocks)  # [K, e, A]
+        out = stacked_forward(actor, self.params, blocks)  # [K, e, A]
         log_std = self.params.get("log_std")
         actions, logp = sample_actions(actor, out, None if log_std is None else log_std[:, None], generator, deterministic)
         return actions.reshape(e_total, *actions.shape[2:]), logp.reshape(e_total)
