@@ -530,7 +530,7 @@ def summarise(
                                 for rule in RULES} for m in grouped} for setting in settings}
     result = {
         "family": run.family.full_name, "test_family": f"{run.family.name}-test", "k": run.config.k,
-        "seeds": list(partitions), "assign": cfg.assign, "settings": settings, "config": to_data(cfg.identity()),
+        "seeds": list(partitions), "assign": cfg.assign, "settings": settings, "methods": methods, "grouped": grouped, "config": to_data(cfg.identity()),
         "maml_budget_per_partition": cfg.total_steps or run.config.meta.ppo.total_steps,
         "main": main, "assignment": assignment, "per_seed": per_seed,
     }

@@ -496,7 +496,7 @@ def meta_rl_table(result: dict[str, Any], seconds: dict[str, float] | None = Non
     settings = result["settings"]
     header = " | ".join(f"{s} adaptation step{'s' if s != '1' else ''}" for s in settings)
     lines += [f"| method | {header} | paper |", "|---|" + "---:|" * len(settings) + "---:|"]
-    for m in result["main"][settings[0]]:
+    for m in result["methods"]:
         cells = " | ".join(_ci(result["main"][s][m]) for s in settings)
         paper = result["main"][settings[0]][m]["paper"]
         lines.append(f"| {META_RL_LABELS.get(m, m)} | {cells} | {'–' if paper is None else paper} |")
@@ -510,7 +510,7 @@ def meta_rl_table(result: dict[str, Any], seconds: dict[str, float] | None = Non
         "| grouping | rule | " + " | ".join(f"{s} step{'s' if s != '1' else ''}" for s in settings) + " |",
         "|---|---|" + "---:|" * len(settings),
     ]
-    for m in result["assignment"][settings[0]]:
+    for m in result["grouped"]:
         for r in RULE_LABELS:
             cells = " | ".join(_ci(result["assignment"][s][m][r]) for s in settings)
             lines.append(f"| {META_RL_LABELS.get(m, m)} | {RULE_LABELS[r]} | {cells} |")
@@ -529,8 +529,10 @@ def meta_rl_table(result: dict[str, Any], seconds: dict[str, float] | None = Non
         "| grouping | group | tasks | Tr H | train return | held-out return | gap |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
-    for m, v in result["per_seed"][first].items():
-        for h in v["hessian"]:
+    order = [m for m in ("theta-star", "one-group", "estimated", "gradient-similarity") if m in result["per_seed"][first]]
+    order += sorted(m for m in result["per_seed"][first] if m not in order)
+    for m in order:
+        for h in result["per_seed"][first][m]["hessian"]:
             se = "" if h["stderr"] != h["stderr"] else f" ± {h['stderr']:.3g}"
             lines.append(f"| {META_RL_LABELS.get(m, m)} | {h['group']} | `{h['tasks']}` | {h['trace']:.4g}{se} | "
                          f"{h['train_return']:.1f} | {h['test_return']:.1f} | {h['gap']:+.1f} |")
