@@ -48,11 +48,11 @@ import torch
 from policygradex.config import META_RL_SEED_KEY, GroupInit, derive_seed, to_data
 from policygradex.errors import ConfigError
 from policygradex.execute import FileContents, make_executor
-from policygradex.io import atomic_path, read_json, write_json, write_text
+from policygradex.io import atomic_path, write_json, write_text
 from policygradex.pipeline import Run, job_family
 from policygradex.rl.checkpoint import load_checkpoint, save_checkpoint
 from policygradex.rl.maml import MAMLConfig, MAMLState, TaskParamsPolicy, adapt, meta_train, rollout, stack
-from policygradex.rundir import open_run_dir, policy_path, trained_files
+from policygradex.rundir import config_path, open_run_dir, policy_path, read_config, trained_files
 from policygradex.tasks import FamilyRef
 from policygradex.tasks.base import TaskFamily
 
@@ -448,8 +448,8 @@ def meta_rl(run: Run, cfg: MetaRLConfig, progress: Callable[[str, int, int], Non
 def _open_protocol(run: Run, cfg: MetaRLConfig) -> None:
     d = run.store.meta_rl_dir
     wanted = cfg.identity()
-    if (d / "config.json").exists():
-        have = read_json(d / "config.json")
+    if config_path(d).exists():
+        have = read_config(d)
         if have != to_data(wanted):
             diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != to_data(wanted).get(k))
             raise ConfigError(
