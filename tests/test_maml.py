@@ -297,3 +297,16 @@ def test_mlp_fast_path_equals_vmap_over_functional_call(discrete):
     obs = torch.randn(4, 5, 6, generator=g)
     ref = vmap(lambda p, o: functional_call(pol.actor, p, (o,)))(phi, obs)
     torch.testing.assert_close(stacked_forward(pol.actor, phi, obs), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_second_order_training_runs_and_differs_from_first_order():
+    from dataclasses import replace
+
+    family = tasks.make("cartpole-meta-10")
+    init = build_policy(family.obs_dim, 2, True, PolicyConfig(depth=2, width=16), seed=1)
+    cfg = replace(SMALL, total_steps=2 * 2 * 2 * 16, inner_lr=0.5)
+    fo = meta_train(family, [1, 4], cfg, init=init)
+    so = meta_train(family, [1, 4], replace(cfg, first_order=False), init=init)
+    w_fo, w_so, w0 = fo.policy.actor.net[0].weight, so.policy.actor.net[0].weight, init.actor.net[0].weight
+    assert torch.isfinite(w_so).all() and not torch.equal(w_so, w0)
+    assert not torch.equal(w_fo, w_so)  # the same data, a different (Hessian-corrected) meta-gradient
