@@ -20,6 +20,7 @@ from policygradex.config import BudgetRule, Preset, RunConfig, Stage
 from policygradex.console import Console, LogFormat, is_plain
 from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
+from policygradex.meta_rl import MetaRLConfig
 from policygradex.report import format_seconds
 from policygradex.threads import torch_threads
 
@@ -237,6 +238,17 @@ class CompareSeedsCmd:
     ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
+@dataclass(frozen=True)
+class MetaRLCmd(StageCmd):
+    """The paper's meta-RL protocol on a run of a `*-meta-10` family: MAML group policies for the estimated
+    grouping, gradient similarity, random groupings and k = 1 (and θ* without MAML), adaptation on the 50
+    held-out tasks, the (a)/(b)/(c) assignment comparison and each group's Hessian trace (meta_rl/,
+    meta_rl.json, meta_rl.md). Resumes; --seeds N gives mean ± 95% CI over N seeds."""
+
+    config: Annotated[MetaRLConfig, tyro.conf.arg(name="")] = field(default_factory=MetaRLConfig)
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
+
+
 Command = (
     Annotated[FamiliesCmd, tyro.conf.subcommand("families")]
     | Annotated[TrainCmd, tyro.conf.subcommand("train")]
@@ -253,6 +265,7 @@ Command = (
     | Annotated[CompareGroupingsCmd, tyro.conf.subcommand("compare-groupings")]
     | Annotated[NoiseCeilingCmd, tyro.conf.subcommand("noise-ceiling")]
     | Annotated[CompareSeedsCmd, tyro.conf.subcommand("compare-seeds")]
+    | Annotated[MetaRLCmd, tyro.conf.subcommand("meta-rl")]
 )
 
 
@@ -476,6 +489,19 @@ def _noise_ceiling(cmd: NoiseCeilingCmd, run, progress) -> None:
           f"within task {nc['spearman_within_task']}, affinity correlation {nc['affinity_correlation']}")
 
 
+def _meta_rl(cmd: MetaRLCmd, run, progress) -> None:
+    from policygradex import meta_rl
+
+    res = meta_rl.meta_rl(run, cmd.config, progress=progress)
+    for setting in res["settings"]:
+        print(f"after {setting} adaptation step(s), mean return on the held-out tasks:")
+        for name, v in res["main"][setting].items():
+            ci = "" if v["ci95"] is None else f" [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}]"
+            paper = "" if v["paper"] is None else f"  (paper {v['paper']})"
+            print(f"  {name:22s} {v['mean']:8.1f}{ci}{paper}")
+    print(f"wrote {run.store.meta_rl_json} and {run.store.meta_rl_md}")
+
+
 def cmd_compare_seeds(cmd: CompareSeedsCmd, console: Console) -> None:
     from policygradex import studies, tasks
 
@@ -514,6 +540,7 @@ HANDLERS: dict[type, Callable[[Any, Console], None]] = {
     CompareGroupingsCmd: _study(_compare_groupings),
     NoiseCeilingCmd: _study(_noise_ceiling),
     CompareSeedsCmd: cmd_compare_seeds,
+    MetaRLCmd: _study(_meta_rl),
 }
 """Sub-command → handler: the whole dispatch of the command line."""
 

@@ -47,6 +47,10 @@ TRUTH_EVAL_SEED_KEY = 1_000_000
 """derive_seed(run_seed, TRUTH_SEED_KEY, TRUTH_EVAL_SEED_KEY, s): evaluation seed of truth replicate s > 0
 (replicate 0 is scored with the estimate's own episodes)."""
 
+META_RL_SEED_KEY = 1313
+"""derive_seed(run_seed, META_RL_SEED_KEY, s, ...): the streams of seed s of the meta-RL protocol (issue 13):
+MAML training of each group, random groupings, adaptation, evaluation and Hessian probes."""
+
 
 def check_seed(seed: int, name: str = "seed") -> int:
     """``seed`` if it is a valid seed (an integer ≥ 0), else a one-line ConfigError."""

@@ -162,20 +162,41 @@ class ActorCritic(nn.Module):
         Returns:
             actions [B] long or [B, A] float, and their log-probabilities [B].
         """
-        out = self.actor(obs)
-        if self.discrete:
-            if deterministic:
-                actions = out.argmax(-1)
-            else:
-                u = torch.rand(out.shape, generator=generator).clamp_(1e-20, 1.0)
-                actions = (out - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max sampling
-            return actions, distribution_log_prob(self.actor, out, actions, None)
-        log_std = self.actor.log_std
+        return sample_actions(self.actor, self.actor(obs), getattr(self.actor, "log_std", None), generator, deterministic)
+
+
+@torch.no_grad()
+def sample_actions(
+    actor: Actor, out: Tensor, log_std: Tensor | None, generator: torch.Generator, deterministic: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Sample (or take the mode of) the action distribution given the actor's output.
+
+    Shared by :meth:`ActorCritic.act` and policies whose parameters are given explicitly (MAML's
+    per-task adapted parameters, ``rl.maml``), so both draw the same actions from the same stream.
+
+    Args:
+        actor: the architecture (its ``discrete`` flag is read).
+        out: [B, A] logits or Gaussian means.
+        log_std: [A] (continuous actions) or None.
+        generator: the random stream used for sampling.
+        deterministic: take argmax / the mean instead of sampling.
+
+    Returns:
+        actions [B] long or [B, A] float, and their log-probabilities [B].
+    """
+    if actor.discrete:
         if deterministic:
-            actions = out
+            actions = out.argmax(-1)
         else:
-            actions = out + log_std.exp() * torch.randn(out.shape, generator=generator)
-        return actions, distribution_log_prob(self.actor, out, actions, log_std)
+            u = torch.rand(out.shape, generator=generator).clamp_(1e-20, 1.0)
+            actions = (out - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max sampling
+        return actions, distribution_log_prob(actor, out, actions, None)
+    assert log_std is not None
+    if deterministic:
+        actions = out
+    else:
+        actions = out + log_std.exp() * torch.randn(out.shape, generator=generator)
+    return actions, distribution_log_prob(actor, out, actions, log_std)
 
 
 def build_policy(obs_dim: int, action_dim: int, discrete: bool, cfg: PolicyConfig, seed: int) -> ActorCritic:

@@ -203,15 +203,37 @@ def streams(seed: int) -> tuple[int, torch.Generator, np.random.Generator]:
     return env_seed, gen, np.random.default_rng(mb_ss)
 
 
+def clipped_policy_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, clip_coef: float) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate, as a loss: mean_t max(−Â_t r_t, −Â_t clip(r_t, 1 ± ε)), r_t = π/π_old.
+
+    Pure, so it also serves as MAML's outer objective on adapted parameters (``rl.maml``).
+
+    Args:
+        logp: [B] log π_θ(a_t|s_t) (differentiable).
+        old_logp: [B] log-probabilities at collection time.
+        adv: [B] advantages (normalised by the caller if wanted).
+        clip_coef: ε.
+
+    Returns:
+        The loss [] and the log-ratios [B] (for the KL and clip-fraction statistics).
+    """
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean(), log_ratio
+
+
+def clipped_value_loss(v: Tensor, old_v: Tensor, returns: Tensor, clip_coef: float) -> Tensor:
+    """PPO's clipped value loss 0.5·mean max((V − R)², (V_clip − R)²). All [B]; returns []."""
+    v_clipped = old_v + (v - old_v).clamp(-clip_coef, clip_coef)
+    return 0.5 * torch.max((v - returns).pow(2), (v_clipped - returns).pow(2)).mean()
+
+
 def ppo_loss(policy: ActorCritic, mb: Batch, adv: Tensor, cfg: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped PPO loss on one minibatch. ``adv``: [B] (already normalised if configured)."""
     logp, entropy = policy.log_prob_entropy(mb.obs, mb.actions)
-    log_ratio = logp - mb.logp
+    pg_loss, log_ratio = clipped_policy_loss(logp, mb.logp, adv, cfg.clip_coef)
     ratio = log_ratio.exp()
-    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-    v = policy.value(mb.obs)
-    v_clipped = mb.values + (v - mb.values).clamp(-cfg.clip_coef, cfg.clip_coef)
-    v_loss = 0.5 * torch.max((v - mb.returns).pow(2), (v_clipped - mb.returns).pow(2)).mean()
+    v_loss = clipped_value_loss(policy.value(mb.obs), mb.values, mb.returns, cfg.clip_coef)
     ent = entropy.mean()
     loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
     with torch.no_grad():
