@@ -43,7 +43,24 @@ def main() -> None:
     args = ap.parse_args()
     names = args.families.split(",") if args.families else families()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    rows = []
+
+    def write() -> None:
+        regen = "".join(f" --{k} {v}" for k, v in (("families", args.families), ("archs", args.archs)) if v and v != "mlp")
+        lines = [
+            "# `policygradex run --preset smoke` on every family",
+            "",
+            f"Regenerate: `python benchmarks/bench_smoke.py{regen}` ({dt.date.today().isoformat()}; {platform.node()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}; one process, one torch thread, serial "
+            f"executor; runs stopped after {args.timeout:.0f} s).",
+            f"Ran beside it: {args.beside or 'not recorded'}.",
+            "",
+            "| family | `--meta.arch` | wall-clock (s) | result | mean score θ* → groups | stage seconds (timings.json) |",
+            "|---|---|---:|---|---|---|",
+            *(f"| `{n}` | `{a}` | {w:.1f} | {s} | {sc} | {st or '–'} |" for n, a, w, s, sc, st in rows),
+        ]
+        args.out.write_text("\n".join(lines) + "\n")
+
+    rows: list[tuple[str, str, float, str, str, str]] = []
     for name in names:
         for arch in args.archs.split(","):
             with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
@@ -63,20 +80,7 @@ def main() -> None:
                      if "mean_meta" in results and "mean_group_policy" in results else "–")
             print(f"{name:26s} {arch:6s} {wall:7.1f} s  {status}  {score}  [{stages}]", flush=True)
             rows.append((name, arch, wall, status, score, stages))
-    regen = "".join(f" --{k} {v}" for k, v in (("families", args.families), ("archs", args.archs)) if v and v != "mlp")
-    lines = [
-        "# `policygradex run --preset smoke` on every family",
-        "",
-        f"Regenerate: `python benchmarks/bench_smoke.py{regen}` ({dt.date.today().isoformat()}; {platform.node()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}; one process, one torch thread, serial "
-        f"executor; runs stopped after {args.timeout:.0f} s).",
-        f"Ran beside it: {args.beside or 'not recorded'}.",
-        "",
-        "| family | `--meta.arch` | wall-clock (s) | result | mean score θ* → groups | stage seconds (timings.json) |",
-        "|---|---|---:|---|---|---|",
-        *(f"| `{n}` | `{a}` | {w:.1f} | {s} | {sc} | {st or '–'} |" for n, a, w, s, sc, st in rows),
-    ]
-    args.out.write_text("\n".join(lines) + "\n")
+            write()  # after every run, so a long benchmark stopped midway keeps what it measured
     print(f"wrote {args.out}")
 
 

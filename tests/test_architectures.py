@@ -401,3 +401,26 @@ def test_a_run_made_before_arch_existed_reopens_as_mlp(tmp_path):
         assert json.loads((d / "config.json").read_text()) == old  # left as it was
         with pytest.raises(PolicyGradExError, match="holds another run"):
             open_run_dir(d, with_policy({**policy, "arch": "sm", "experts": 2}))
+
+
+@pytest.mark.slow
+def test_metaworld_mt10_runs_end_to_end_with_soft_modularization(tmp_path):
+    """`run --family metaworld-mt10 --meta.arch sm --preset smoke` with rollout-free scores and 2 evaluation
+    episodes per task (about 6 minutes on 2 busy cores; the full smoke preset's rollout scores take far longer):
+    every stage runs, θ* and the group policies are SM networks, and success rates are reported."""
+    import json
+
+    from policygradex.cli import main
+
+    d = tmp_path / "mt10"
+    assert main(["run", "--family", "metaworld-mt10", "--meta.arch", "sm", "--preset", "smoke", "--estimate.score",
+                 "surrogate", "--groups.eval-episodes", "2", "--out", str(d), "--log-format", "plain"]) == 0
+    family = tasks.make("metaworld-mt10")
+    meta = load_checkpoint(d / "meta" / "policy.pt", family)
+    assert isinstance(meta.policy.actor.net, SoftModularNet) and meta.policy_config.experts == 2
+    groups = json.loads((d / "groups.json").read_text())["groups"]
+    assert sorted(i for g in groups for i in g) == list(range(10)) and len(groups) == 3
+    for path in sorted((d / "groups").glob("*/policy.pt")):
+        assert load_checkpoint(path, family).policy_config == meta.policy_config
+    results = json.loads((d / "results.json").read_text())
+    assert results["metric"] == "success" and 0.0 <= results["mean_group_policy"] <= 1.0
