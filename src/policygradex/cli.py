@@ -22,6 +22,7 @@ from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
 from policygradex.meta_rl import MetaRLConfig
 from policygradex.report import format_seconds
+from policygradex.rl.policy import Arch
 from policygradex.threads import torch_threads
 
 RAY_ADDRESS_HELP = (
@@ -66,6 +67,11 @@ class TrainCmd:
     """Linear layers in the actor and the critic (paper: 4)."""
     width: int = 64
     """Hidden units per layer."""
+    arch: Arch = "mlp"
+    """Policy network: 'mlp', 'sm' (Soft Modularization), 'care' (CARE), 'paco' (PaCo), 'moore' (MOORE)."""
+    experts: int | None = None
+    """Modules per layer (sm, default 2), state encoders (care, 6), parameter sets (paco, 5) or experts
+    (moore, 4); not used by mlp."""
     eval_episodes: int = 20
     """Evaluation episodes per task after training."""
     threads: int = 1
@@ -302,7 +308,8 @@ def cmd_train(cmd: TrainCmd, console: Console) -> None:
     family = tasks.make(cmd.family)
     ppo, policy_cfg, task_idx = resolve_train(
         family, cmd.preset, total_steps=cmd.total_steps, envs_per_task=cmd.envs_per_task,
-        learning_rate=cmd.learning_rate, depth=cmd.depth, width=cmd.width, eval_episodes=cmd.eval_episodes,
+        learning_rate=cmd.learning_rate, depth=cmd.depth, width=cmd.width, arch=cmd.arch, experts=cmd.experts,
+        eval_episodes=cmd.eval_episodes,
         task_indices=cmd.tasks, seed=cmd.seed,
     )
     init = load_checkpoint(cmd.init, family).policy if cmd.init is not None else None

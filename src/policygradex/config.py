@@ -24,7 +24,7 @@ from policygradex.errors import ConfigError
 from policygradex.execute import ExecutorKind
 from policygradex.gradex.affinity import AffinityMode
 from policygradex.gradex.scores import ScoreMode
-from policygradex.rl.policy import PolicyConfig
+from policygradex.rl.policy import Arch, PolicyConfig
 from policygradex.rl.ppo import PPOConfig, ppo_config_for
 from policygradex.tasks.base import TaskFamily
 
@@ -97,6 +97,12 @@ class MetaConfig:
     """Linear layers of actor and critic (paper: 4)."""
     width: int = 64
     """Hidden units per layer."""
+    arch: Arch = "mlp"
+    """Policy network of every learner (meta-training, groups, ground truth): 'mlp' (plain MLP on state +
+    one-hot id), 'sm' (Soft Modularization), 'care' (CARE), 'paco' (PaCo), 'moore' (MOORE)."""
+    experts: int | None = None
+    """Modules per layer (sm, default 2), state encoders (care, 6), parameter sets (paco, 5) or experts
+    (moore, 4); not used by mlp."""
     tag_every: int = DEFAULT_TAG_EVERY
     """Compute TAG's lookahead affinity every K PPO updates of the meta-training and average it, for the
     `tag` baseline of compare-groupings (0: off). It changes no weight of θ*."""
@@ -109,10 +115,23 @@ class MetaConfig:
             raise ConfigError(f"meta.total_steps={self.total_steps} must be a positive integer")
         if self.depth < 1 or self.width < 1:
             raise ConfigError(f"meta.depth={self.depth} and meta.width={self.width} must be at least 1")
+        try:
+            self.policy()
+        except ConfigError as e:
+            raise ConfigError(f"meta.{e}") from None
+        if self.from_sb3 is not None and self.arch != "mlp":
+            raise ConfigError(
+                f"meta.from_sb3 imports a Stable-Baselines3 MLP, which cannot be meta.arch={self.arch!r}; "
+                "leave meta.arch at 'mlp' with meta.from_sb3"
+            )
         if isinstance(self.tag_every, bool) or not isinstance(self.tag_every, int) or self.tag_every < 0:
             raise ConfigError(
                 f"meta.tag_every={self.tag_every!r} must be an integer ≥ 0 (PPO updates between two TAG lookaheads; 0 turns them off)"
             )
+
+    def policy(self) -> PolicyConfig:
+        """The architecture these settings give (the architecture's default filled into ``experts``)."""
+        return PolicyConfig(depth=self.depth, width=self.width, arch=self.arch, experts=self.experts)
 
 
 @dataclass(frozen=True)
@@ -364,9 +383,7 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
             f"groups.total_steps={gc.total_steps} is less than one rollout for a group of up to {largest} tasks "
             f"({meta_ppo.batch_size(largest)} steps); raise it"
         )
-    meta = ResolvedMeta(
-        ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width), tag_every=cfg.meta.tag_every
-    )
+    meta = ResolvedMeta(ppo=meta_ppo, policy=cfg.meta.policy(), tag_every=cfg.meta.tag_every)
     if cfg.meta.from_sb3 is not None:
         import hashlib
         import os

@@ -207,7 +207,7 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
         raise PolicyGradExError(f"output path {str(path)!r} is a file; pass a directory for --out")
     cfg_path = path / CONFIG_FILE
     if cfg_path.exists():
-        existing = read_config(path)
+        existing = _with_policy_defaults(read_config(path))
         meta, wanted = existing.get("meta"), config.get("meta")
         if isinstance(meta, dict) and isinstance(wanted, dict) and "tag_every" not in meta:
             # A run made before meta.tag_every reopens: the TAG hook only observes training (θ* does not
@@ -228,6 +228,25 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, config)
     return path
+
+
+def _with_policy_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the architecture fields a ``config.json`` written before they existed lacks
+    (``arch``, ``experts``; issue 14) set to their defaults, so such a run (an MLP) reopens as the same run.
+    The policy sits at ``meta.policy`` (``run``) or ``policy`` (``train``)."""
+    from policygradex.rl.policy import PolicyConfig
+
+    defaults = {"arch": PolicyConfig.arch, "experts": PolicyConfig.experts}
+
+    def fill(policy: Any) -> Any:
+        return {**defaults, **policy} if isinstance(policy, dict) else policy
+
+    out = dict(config)
+    if "policy" in out:
+        out["policy"] = fill(out["policy"])
+    if isinstance(out.get("meta"), dict) and "policy" in out["meta"]:
+        out["meta"] = {**out["meta"], "policy": fill(out["meta"]["policy"])}
+    return out
 
 
 def config_path(directory: str | os.PathLike[str]) -> Path:

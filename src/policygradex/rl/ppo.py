@@ -323,11 +323,17 @@ def train(
     tasks = family.check_indices(task_indices)
     iterations = cfg.num_iterations(len(tasks))
     if init is not None:
-        if init.obs_dim != family.obs_dim or init.action_dim != family.action_dim:
+        if (
+            init.obs_dim != family.obs_dim or init.action_dim != family.action_dim
+            or (init.cfg.arch != "mlp" and init.task_dim != family.onehot_size)
+        ):
             raise ConfigError(f"the initial policy does not fit family {family.name}; use one trained on it")
         policy = copy.deepcopy(init)
     else:
-        policy = build_policy(family.obs_dim, family.action_dim, family.discrete, policy_cfg or PolicyConfig(), seed)
+        policy = build_policy(
+            family.obs_dim, family.action_dim, family.discrete, policy_cfg or PolicyConfig(), seed,
+            task_dim=family.onehot_size,
+        )
     env_seed, gen, mb_rng = streams(seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
     bounds = None
