@@ -310,3 +310,24 @@ def test_second_order_training_runs_and_differs_from_first_order():
     w_fo, w_so, w0 = fo.policy.actor.net[0].weight, so.policy.actor.net[0].weight, init.actor.net[0].weight
     assert torch.isfinite(w_so).all() and not torch.equal(w_so, w0)
     assert not torch.equal(w_fo, w_so)  # the same data, a different (Hessian-corrected) meta-gradient
+
+
+@pytest.mark.parametrize("arch", ["sm", "paco"])
+def test_maml_and_adaptation_run_with_a_multitask_architecture(arch):
+    """MAML builds a new multitask-architecture policy with the family's task id size, and adaptation's
+    per-task copies act through the generic vmap path: each task's output is its own parameters' output."""
+    from policygradex.rl.maml import stacked_forward
+
+    family, test = tasks.make("cartpole-meta-10"), tasks.make("cartpole-meta-10-test")
+    cfg = MAMLConfig(total_steps=2 * 2 * 4 * 16, rollout_steps=16, seed=0)
+    res = meta_train(family, [0, 1], cfg, policy_cfg=PolicyConfig(arch=arch, width=16))
+    assert res.policy.cfg.arch == arch
+    phi = adapt(res.policy, test, [0, 1, 2], 1, cfg, seed=0)
+    theta = res.policy.actor_params()
+    assert set(phi) == set(theta) and all(phi[k].shape == (3, *theta[k].shape) for k in theta)
+    assert any(not torch.equal(phi[k][0], theta[k]) for k in theta)  # adaptation moved task 0's copy
+    obs = torch.randn(3, 5, family.obs_dim, generator=torch.Generator().manual_seed(0))
+    out = stacked_forward(res.policy.actor, phi, obs)
+    for i in range(3):
+        own = functional_call(res.policy.actor, {k: v[i] for k, v in phi.items()}, (obs[i],))
+        torch.testing.assert_close(out[i], own, rtol=1e-5, atol=1e-6)

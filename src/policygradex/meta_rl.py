@@ -252,7 +252,8 @@ def run_group(job: MetaRLJob, meta: FileContents) -> dict[str, Any]:
                 policy, training = ckpt.policy, ckpt.meta.get("training")
             else:
                 init = theta_star.policy if job.init else build_policy(
-                    family.obs_dim, family.action_dim, family.discrete, theta_star.policy_config, cfg.seed)
+                    family.obs_dim, family.action_dim, family.discrete, theta_star.policy_config, cfg.seed,
+                    task_dim=family.onehot_size)
                 res = meta_train(family, job.tasks, cfg, init=init, resume=_load_state(d),
                                  on_state=lambda st: _save_state(d, st), state_every_s=state_interval())
                 policy = res.policy

@@ -447,7 +447,8 @@ def meta_train(
             raise ConfigError(f"the initial policy does not fit family {family.name}; use one trained on it")
         policy = copy.deepcopy(init)
     else:
-        policy = build_policy(family.obs_dim, family.action_dim, family.discrete, policy_cfg or PolicyConfig(), cfg.seed)
+        policy = build_policy(family.obs_dim, family.action_dim, family.discrete, policy_cfg or PolicyConfig(), cfg.seed,
+                              task_dim=family.onehot_size)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.outer_lr, eps=1e-5)
     result = MAMLResult(policy, tasks, 0, 0.0)
     first = 0
