@@ -1,10 +1,12 @@
 """How long `policygradex run --preset smoke` takes on every family (issue 16: "seconds to a minute").
 
-    python benchmarks/bench_smoke.py [--families a,b] [--timeout 600] [--beside "what else ran"]
+    python benchmarks/bench_smoke.py [--families a,b] [--archs mlp,sm] [--timeout 600] [--beside "what else ran"]
 
 Each family runs the whole pipeline once through the CLI (one process, one torch thread, serial
 executor) into a temporary directory; the table gives the wall-clock of the run and of each stage (from
-the run's ``timings.json``). A run still going after ``--timeout`` seconds is stopped and reported as such.
+the run's ``timings.json``) and the mean score of θ* and of the group policies (``results.json``). With
+``--archs`` every family runs once per policy architecture (``--meta.arch``; issue 14). A run still going
+after ``--timeout`` seconds is stopped and reported as such.
 Writes ``benchmarks/results/smoke.md``.
 """
 
@@ -36,39 +38,49 @@ def main() -> None:
     ap.add_argument("--families", default="", help="comma-separated (default: every family)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is stopped")
     ap.add_argument("--beside", default="", help="what else ran on the machine meanwhile (for the table)")
+    ap.add_argument("--archs", default="mlp", help="comma-separated --meta.arch values (default: mlp)")
     ap.add_argument("--out", type=Path, default=RESULTS / "smoke.md")
     args = ap.parse_args()
     names = args.families.split(",") if args.families else families()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    rows = []
+
+    def write() -> None:
+        regen = "".join(f" --{k} {v}" for k, v in (("families", args.families), ("archs", args.archs)) if v and v != "mlp")
+        lines = [
+            "# `policygradex run --preset smoke` on every family",
+            "",
+            f"Regenerate: `python benchmarks/bench_smoke.py{regen}` ({dt.date.today().isoformat()}; {platform.node()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}; one process, one torch thread, serial "
+            f"executor; runs stopped after {args.timeout:.0f} s).",
+            f"Ran beside it: {args.beside or 'not recorded'}.",
+            "",
+            "| family | `--meta.arch` | wall-clock (s) | result | mean score θ* → groups | stage seconds (timings.json) |",
+            "|---|---|---:|---|---|---|",
+            *(f"| `{n}` | `{a}` | {w:.1f} | {s} | {sc} | {st or '–'} |" for n, a, w, s, sc, st in rows),
+        ]
+        args.out.write_text("\n".join(lines) + "\n")
+
+    rows: list[tuple[str, str, float, str, str, str]] = []
     for name in names:
-        with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
-            out = Path(tmp) / "run"
-            start = time.perf_counter()
-            try:
-                p = subprocess.run([CLI, "run", "--family", name, "--out", str(out), "--preset", "smoke"],
-                                   capture_output=True, text=True, env=env, timeout=args.timeout)
-                status = "ok" if p.returncode == 0 else f"exit {p.returncode}: {p.stderr.strip().splitlines()[-1]}"
-            except subprocess.TimeoutExpired:
-                status = f"stopped after {args.timeout:.0f} s"
-            wall = time.perf_counter() - start
-            timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
-        stages = ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if isinstance(v, (int, float)))
-        print(f"{name:26s} {wall:7.1f} s  {status}  [{stages}]", flush=True)
-        rows.append((name, wall, status, stages))
-    lines = [
-        "# `policygradex run --preset smoke` on every family",
-        "",
-        f"Regenerate: `python benchmarks/bench_smoke.py` ({dt.date.today().isoformat()}; {platform.node()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}; one process, one torch thread, serial "
-        f"executor; runs stopped after {args.timeout:.0f} s).",
-        f"Ran beside it: {args.beside or 'not recorded'}.",
-        "",
-        "| family | wall-clock (s) | result | stage seconds (timings.json) |",
-        "|---|---:|---|---|",
-        *(f"| `{n}` | {w:.1f} | {s} | {st or '–'} |" for n, w, s, st in rows),
-    ]
-    args.out.write_text("\n".join(lines) + "\n")
+        for arch in args.archs.split(","):
+            with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
+                out = Path(tmp) / "run"
+                cmd = [CLI, "run", "--family", name, "--out", str(out), "--preset", "smoke", "--meta.arch", arch]
+                start = time.perf_counter()
+                try:
+                    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+                    status = "ok" if p.returncode == 0 else f"exit {p.returncode}: {p.stderr.strip().splitlines()[-1]}"
+                except subprocess.TimeoutExpired:
+                    status = f"stopped after {args.timeout:.0f} s"
+                wall = time.perf_counter() - start
+                timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+                results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if isinstance(v, (int, float)))
+            score = (f"{results['mean_meta']:.3f} → {results['mean_group_policy']:.3f}"
+                     if "mean_meta" in results and "mean_group_policy" in results else "–")
+            print(f"{name:26s} {arch:6s} {wall:7.1f} s  {status}  {score}  [{stages}]", flush=True)
+            rows.append((name, arch, wall, status, score, stages))
+            write()  # after every run, so a long benchmark stopped midway keeps what it measured
     print(f"wrote {args.out}")
 
 

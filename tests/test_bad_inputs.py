@@ -34,6 +34,8 @@ PARSE = [  # the command line itself
     ("evaluate", "missing option"),
     ("run --stop-after nothing", "invalid choice 'nothing'"),
     ("train --tasks a", "'a' is not an integer"),
+    ("run --meta.arch transformer", "invalid choice 'transformer'"),
+    ("train --arch cnn", "invalid choice 'cnn'"),
 ]
 
 VALUES = [  # well-formed options whose values are refused before any work (OUT: a fresh directory)
@@ -46,6 +48,12 @@ VALUES = [  # well-formed options whose values are refused before any work (OUT:
     ("run --family planted-toy --out OUT --meta.depth 0", "depth=0"),
     ("run --family planted-toy --out OUT --meta.width 0", "width=0"),
     ("run --family planted-toy --out OUT --meta.tag-every -1", "meta.tag_every=-1 must be an integer ≥ 0"),
+    ("run --family planted-toy --out OUT --meta.arch sm --meta.depth 3", "meta.arch='sm' needs depth ≥ 4, got depth=3"),
+    ("run --family planted-toy --out OUT --meta.experts 3", "meta.experts=3 applies to the multitask architectures only"),
+    ("run --family planted-toy --out OUT --meta.arch paco --meta.experts 0", "meta.experts=0 must be a positive integer"),
+    ("run --family planted-toy --out OUT --meta.arch moore --meta.experts 80", "choose experts ≤ width"),
+    ("run --family planted-toy --out OUT --meta.arch care --meta.from-sb3 OUT/model.zip",
+     "leave meta.arch at 'mlp' with meta.from_sb3"),
     ("run --family planted-toy --out OUT --features.d 0", "d=0"),
     ("run --family planted-toy --out OUT --features.samples-per-task 0", "samples_per_task=0"),
     ("run --family planted-toy --out OUT --features.envs-per-task 0", "envs_per_task=0"),
@@ -74,6 +82,8 @@ VALUES = [  # well-formed options whose values are refused before any work (OUT:
     ("train --family planted-toy --out OUT --eval-episodes 0", "eval-episodes"),
     ("train --family planted-toy --out OUT --envs-per-task 0", "envs_per_task=0"),
     ("train --family planted-toy --out OUT --seed -2", "seed=-2"),
+    ("train --family planted-toy --out OUT --arch sm --depth 2", "arch='sm' needs depth ≥ 4"),
+    ("train --family planted-toy --out OUT --arch care --experts -1", "experts=-1 must be a positive integer"),
     ("train --family planted-toy --out OUT --init OUT/missing.pt", "does not exist"),
     ("evaluate --checkpoint OUT/missing.pt", "does not exist"),
     ("evaluate --checkpoint OUT/missing.pt --episodes 0", "episodes 0"),

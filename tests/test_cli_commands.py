@@ -27,6 +27,7 @@ RUN = ["run", "--family", "planted-toy", "--preset", "smoke", "--meta.total-step
 # complete, so a new subcommand without a test fails it.
 TESTED = {
     "families": "test_cli.py::test_families_lists_every_family_name_first, test_families_verbose here",
+    "meta-rl": "test_meta_rl.py::test_protocol_smoke_run_writes_the_tables_and_they_add_up",
     "train": "test_cli.py::test_train_writes_run_directory_and_resumes",
     "evaluate": "test_cli.py::test_train_writes_run_directory_and_resumes",
     "run": "the finished_run fixture here; test_pipeline.py::test_stage_subcommands_on_one_run_directory",

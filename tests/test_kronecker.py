@@ -31,6 +31,7 @@ from policygradex.gradex.projection import (
     projection_record,
 )
 from policygradex.rl.checkpoint import load_checkpoint
+from policygradex.rl.networks import ARCHS
 from policygradex.rl.policy import Actor, PolicyConfig, build_policy, log_prob
 from policygradex.rundir import open_run_dir
 
@@ -181,6 +182,18 @@ def test_unsupported_actor_modules_fail_with_one_sentence_and_gaussian_still_wor
         g = make_projection("gaussian", actor, d=8, seed=0)
         exact = torch.cat(list(per_sample_grads(actor, params, obs, actions)))
         torch.testing.assert_close(projected_grads(actor, params, obs, actions, g), exact @ g.matrix())
+    for arch in [a for a in ARCHS if a != "mlp"]:  # the multitask architectures (issue 14)
+        pol = build_policy(8, 3, True, PolicyConfig(arch=arch), seed=0, task_dim=3)
+        with pytest.raises(ConfigError, match="not this actor's .*; use --features.projection gaussian"):
+            make_projection("kronecker", pol.actor, d=8, seed=0)
+        params, o = pol.actor_params(), torch.randn(4, 8)
+        g = make_projection("gaussian", pol.actor, d=8, seed=0)
+        exact = torch.cat(list(per_sample_grads(pol.actor, params, o, actions)))
+        torch.testing.assert_close(projected_grads(pol.actor, params, o, actions, g), exact @ g.matrix())
+    family = tasks.make("planted-toy")
+    with pytest.raises(ConfigError, match="SoftModularNet; use --features.projection gaussian"):  # before any work
+        resolve(family, pipeline.RunConfig(meta=pipeline.MetaConfig(arch="sm"),
+                                           features=pipeline.FeatureConfig(projection="kronecker")))
     plain = build_policy(5, 3, True, cfg, seed=0)
     wider = build_policy(5, 3, True, PolicyConfig(depth=2, width=9), seed=0)
     with pytest.raises(ConfigError, match="another architecture"):

@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"analysis"},  # approximation error, agreement, statistics
     {"execute", "config", "rundir", "training", "report"},  # executors, typed config, the store, writers
     {"pipeline"},  # stages
-    {"studies"},  # studies on a finished run
+    {"studies", "meta_rl"},  # studies on a finished run; the meta-RL protocol (issue 13)
     {"cli", "console"},  # the command line and what it shows while it works
 ]
 ROOT = Path(policygradex.__file__).parent

@@ -20,7 +20,9 @@ from policygradex.config import BudgetRule, Preset, RunConfig, Stage
 from policygradex.console import Console, LogFormat, is_plain
 from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.execute import ExecutorKind
+from policygradex.meta_rl import MetaRLConfig
 from policygradex.report import format_seconds
+from policygradex.rl.policy import Arch
 from policygradex.threads import torch_threads
 
 RAY_ADDRESS_HELP = (
@@ -65,6 +67,11 @@ class TrainCmd:
     """Linear layers in the actor and the critic (paper: 4)."""
     width: int = 64
     """Hidden units per layer."""
+    arch: Arch = "mlp"
+    """Policy network: 'mlp', 'sm' (Soft Modularization), 'care' (CARE), 'paco' (PaCo), 'moore' (MOORE)."""
+    experts: int | None = None
+    """Modules per layer (sm, default 2), state encoders (care, 6), parameter sets (paco, 5) or experts
+    (moore, 4); not used by mlp."""
     eval_episodes: int = 20
     """Evaluation episodes per task after training."""
     threads: int = 1
@@ -237,6 +244,17 @@ class CompareSeedsCmd:
     ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
 
 
+@dataclass(frozen=True)
+class MetaRLCmd(StageCmd):
+    """The paper's meta-RL protocol on a run of a `*-meta-10` family: MAML group policies for the estimated
+    grouping, gradient similarity, random groupings and k = 1 (and θ* without MAML), adaptation on the 50
+    held-out tasks, the (a)/(b)/(c) assignment comparison and each group's Hessian trace (meta_rl/,
+    meta_rl.json, meta_rl.md). Resumes; --seeds N gives mean ± 95% CI over N seeds."""
+
+    config: Annotated[MetaRLConfig, tyro.conf.arg(name="")] = field(default_factory=MetaRLConfig)
+    ray_address: Annotated[str | None, tyro.conf.arg(help=RAY_ADDRESS_HELP)] = None
+
+
 Command = (
     Annotated[FamiliesCmd, tyro.conf.subcommand("families")]
     | Annotated[TrainCmd, tyro.conf.subcommand("train")]
@@ -253,6 +271,7 @@ Command = (
     | Annotated[CompareGroupingsCmd, tyro.conf.subcommand("compare-groupings")]
     | Annotated[NoiseCeilingCmd, tyro.conf.subcommand("noise-ceiling")]
     | Annotated[CompareSeedsCmd, tyro.conf.subcommand("compare-seeds")]
+    | Annotated[MetaRLCmd, tyro.conf.subcommand("meta-rl")]
 )
 
 
@@ -289,7 +308,8 @@ def cmd_train(cmd: TrainCmd, console: Console) -> None:
     family = tasks.make(cmd.family)
     ppo, policy_cfg, task_idx = resolve_train(
         family, cmd.preset, total_steps=cmd.total_steps, envs_per_task=cmd.envs_per_task,
-        learning_rate=cmd.learning_rate, depth=cmd.depth, width=cmd.width, eval_episodes=cmd.eval_episodes,
+        learning_rate=cmd.learning_rate, depth=cmd.depth, width=cmd.width, arch=cmd.arch, experts=cmd.experts,
+        eval_episodes=cmd.eval_episodes,
         task_indices=cmd.tasks, seed=cmd.seed,
     )
     init = load_checkpoint(cmd.init, family).policy if cmd.init is not None else None
@@ -476,6 +496,19 @@ def _noise_ceiling(cmd: NoiseCeilingCmd, run, progress) -> None:
           f"within task {nc['spearman_within_task']}, affinity correlation {nc['affinity_correlation']}")
 
 
+def _meta_rl(cmd: MetaRLCmd, run, progress) -> None:
+    from policygradex import meta_rl
+
+    res = meta_rl.meta_rl(run, cmd.config, progress=progress)
+    for setting in res["settings"]:
+        print(f"after {setting} adaptation step(s), mean return on the held-out tasks:")
+        for name, v in res["main"][setting].items():
+            ci = "" if v["ci95"] is None else f" [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}]"
+            paper = "" if v["paper"] is None else f"  (paper {v['paper']})"
+            print(f"  {name:22s} {v['mean']:8.1f}{ci}{paper}")
+    print(f"wrote {run.store.meta_rl_json} and {run.store.meta_rl_md}")
+
+
 def cmd_compare_seeds(cmd: CompareSeedsCmd, console: Console) -> None:
     from policygradex import studies, tasks
 
@@ -514,6 +547,7 @@ HANDLERS: dict[type, Callable[[Any, Console], None]] = {
     CompareGroupingsCmd: _study(_compare_groupings),
     NoiseCeilingCmd: _study(_noise_ceiling),
     CompareSeedsCmd: cmd_compare_seeds,
+    MetaRLCmd: _study(_meta_rl),
 }
 """Sub-command → handler: the whole dispatch of the command line."""
 

@@ -25,7 +25,7 @@ from policygradex.execute import ExecutorKind
 from policygradex.gradex.affinity import AffinityMode
 from policygradex.gradex.projection import ProjectionKind
 from policygradex.gradex.scores import ScoreMode
-from policygradex.rl.policy import PolicyConfig
+from policygradex.rl.policy import Arch, PolicyConfig
 from policygradex.rl.ppo import PPOConfig, ppo_config_for
 from policygradex.tasks.base import TaskFamily
 
@@ -47,6 +47,10 @@ TRUTH_SEED_KEY = 4242
 TRUTH_EVAL_SEED_KEY = 1_000_000
 """derive_seed(run_seed, TRUTH_SEED_KEY, TRUTH_EVAL_SEED_KEY, s): evaluation seed of truth replicate s > 0
 (replicate 0 is scored with the estimate's own episodes)."""
+
+META_RL_SEED_KEY = 1313
+"""derive_seed(run_seed, META_RL_SEED_KEY, s, ...): the streams of seed s of the meta-RL protocol (issue 13):
+MAML training of each group, random groupings, adaptation, evaluation and Hessian probes."""
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
@@ -94,6 +98,12 @@ class MetaConfig:
     """Linear layers of actor and critic (paper: 4)."""
     width: int = 64
     """Hidden units per layer."""
+    arch: Arch = "mlp"
+    """Policy network of every learner (meta-training, groups, ground truth): 'mlp' (plain MLP on state +
+    one-hot id), 'sm' (Soft Modularization), 'care' (CARE), 'paco' (PaCo), 'moore' (MOORE)."""
+    experts: int | None = None
+    """Modules per layer (sm, default 2), state encoders (care, 6), parameter sets (paco, 5) or experts
+    (moore, 4); not used by mlp."""
     tag_every: int = DEFAULT_TAG_EVERY
     """Compute TAG's lookahead affinity every K PPO updates of the meta-training and average it, for the
     `tag` baseline of compare-groupings (0: off). It changes no weight of θ*."""
@@ -106,10 +116,23 @@ class MetaConfig:
             raise ConfigError(f"meta.total_steps={self.total_steps} must be a positive integer")
         if self.depth < 1 or self.width < 1:
             raise ConfigError(f"meta.depth={self.depth} and meta.width={self.width} must be at least 1")
+        try:
+            self.policy()
+        except ConfigError as e:
+            raise ConfigError(f"meta.{e}") from None
+        if self.from_sb3 is not None and self.arch != "mlp":
+            raise ConfigError(
+                f"meta.from_sb3 imports a Stable-Baselines3 MLP, which cannot be meta.arch={self.arch!r}; "
+                "leave meta.arch at 'mlp' with meta.from_sb3"
+            )
         if isinstance(self.tag_every, bool) or not isinstance(self.tag_every, int) or self.tag_every < 0:
             raise ConfigError(
                 f"meta.tag_every={self.tag_every!r} must be an integer ≥ 0 (PPO updates between two TAG lookaheads; 0 turns them off)"
             )
+
+    def policy(self) -> PolicyConfig:
+        """The architecture these settings give (the architecture's default filled into ``experts``)."""
+        return PolicyConfig(depth=self.depth, width=self.width, arch=self.arch, experts=self.experts)
 
 
 @dataclass(frozen=True)
@@ -368,9 +391,7 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
             f"groups.total_steps={gc.total_steps} is less than one rollout for a group of up to {largest} tasks "
             f"({meta_ppo.batch_size(largest)} steps); raise it"
         )
-    meta = ResolvedMeta(
-        ppo=meta_ppo, policy=PolicyConfig(depth=cfg.meta.depth, width=cfg.meta.width), tag_every=cfg.meta.tag_every
-    )
+    meta = ResolvedMeta(ppo=meta_ppo, policy=cfg.meta.policy(), tag_every=cfg.meta.tag_every)
     if cfg.meta.from_sb3 is not None:
         import hashlib
         import os
@@ -396,7 +417,8 @@ def _check_kronecker(family: TaskFamily, policy: PolicyConfig) -> None:
     from policygradex.gradex.projection import kronecker_blocks
     from policygradex.rl.policy import build_policy
 
-    kronecker_blocks(build_policy(family.obs_dim, family.action_dim, family.discrete, policy, seed=0).actor)
+    skeleton = build_policy(family.obs_dim, family.action_dim, family.discrete, policy, seed=0, task_dim=family.onehot_size)
+    kronecker_blocks(skeleton.actor)
 
 
 def group_budget(config: ResolvedRun, size: int, k: int, rule: BudgetRule | None = None) -> int:

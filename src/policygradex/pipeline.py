@@ -634,7 +634,7 @@ def run(
         out: the run directory.
         progress: called as ``progress(stage, done, total)``.
         stop_after: last stage to run (:func:`reopen` the directory, or call ``run`` again, to continue).
-        threads: torch CPU threads while running (default: :func:`policygradex.threads.default_threads`);
+        threads: torch CPU threads while running (default: :data:`policygradex.threads.DEFAULT_THREADS`);
             the caller's setting is restored afterwards.
 
     Returns:

@@ -17,6 +17,10 @@ Layout of a pipeline run (``policygradex run``)::
     groups.json, groups/<g>/    the partition; one trained policy directory per group
     results.json, report.md, report.html, figures/, timings.json (wall-clock of each stage)
     approx_error.json/.md, ground_truth/, agreement.json, baselines/<name>/<g>/, groupings.json/.md   (studies)
+    meta_rl/                    the meta-RL protocol (issue 13): config.json, test_features.pt,
+                                seed_<s>/partitions.json, seed_<s>/<grouping>/<g>/ (policy.pt, maml_state.pt while
+                                training, result.json: adaptation on the held-out tasks, Hessian trace)
+    meta_rl.json, meta_rl.md    the protocol's tables
 
 Every write is atomic (``policygradex.io``). Every ``load_*`` names the command that makes a missing
 file, and turns a corrupt file into one line naming it.
@@ -203,7 +207,7 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
         raise PolicyGradExError(f"output path {str(path)!r} is a file; pass a directory for --out")
     cfg_path = path / CONFIG_FILE
     if cfg_path.exists():
-        existing = read_config(path)
+        existing = _with_policy_defaults(read_config(path))
         meta, wanted = existing.get("meta"), config.get("meta")
         if isinstance(meta, dict) and isinstance(wanted, dict) and "tag_every" not in meta:
             # A run made before meta.tag_every reopens: the TAG hook only observes training (θ* does not
@@ -229,6 +233,25 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     write_json(cfg_path, config)
     return path
+
+
+def _with_policy_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the architecture fields a ``config.json`` written before they existed lacks
+    (``arch``, ``experts``; issue 14) set to their defaults, so such a run (an MLP) reopens as the same run.
+    The policy sits at ``meta.policy`` (``run``) or ``policy`` (``train``)."""
+    from policygradex.rl.policy import PolicyConfig
+
+    defaults = {"arch": PolicyConfig.arch, "experts": PolicyConfig.experts}
+
+    def fill(policy: Any) -> Any:
+        return {**defaults, **policy} if isinstance(policy, dict) else policy
+
+    out = dict(config)
+    if "policy" in out:
+        out["policy"] = fill(out["policy"])
+    if isinstance(out.get("meta"), dict) and "policy" in out["meta"]:
+        out["meta"] = {**out["meta"], "policy": fill(out["meta"]["policy"])}
+    return out
 
 
 def config_path(directory: str | os.PathLike[str]) -> Path:
@@ -729,3 +752,47 @@ class RunStore:
     def groupings_table_file(self, budget: str) -> Path:
         """The grouping comparison's Markdown table under a budget rule."""
         return self.groupings_file(budget).with_suffix(".md")
+
+    # ---- the meta-RL protocol (issue 13) ------------------------------------------------------------
+    @property
+    def meta_rl_dir(self) -> Path:
+        """The meta-RL protocol's folder (its own ``config.json``)."""
+        return self.dir / "meta_rl"
+
+    @property
+    def meta_rl_test_features(self) -> Path:
+        """θ*'s projected gradient features on the held-out tasks (for the estimate's assignment)."""
+        return self.meta_rl_dir / "test_features.pt"
+
+    def meta_rl_partitions(self, seed: int) -> Path:
+        """The groupings of protocol seed ``seed``."""
+        return self.meta_rl_dir / f"seed_{seed}" / "partitions.json"
+
+    def meta_rl_group_dir(self, seed: int, grouping: str, g: int) -> Path:
+        """Where group ``g`` of ``grouping`` is meta-trained and adapted, for protocol seed ``seed``."""
+        return self.meta_rl_dir / f"seed_{seed}" / grouping / str(g)
+
+    def meta_rl_result(self, seed: int, grouping: str, g: int) -> Path:
+        """The adaptation record of one group policy (its completion mark)."""
+        return self.meta_rl_group_dir(seed, grouping, g) / "result.json"
+
+    def load_meta_rl_result(self, seed: int, grouping: str, g: int) -> dict[str, Any]:
+        """One group policy's adaptation record."""
+        path = self.meta_rl_result(seed, grouping, g)
+        data = _read_json(path, f"delete {str(path.parent)!r} and rerun `policygradex meta-rl --run {self.dir}`")
+        if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+            raise PolicyGradExError(
+                f"{str(path)!r} is not an adaptation record; delete {str(path.parent)!r} and rerun "
+                f"`policygradex meta-rl --run {self.dir}`"
+            )
+        return data
+
+    @property
+    def meta_rl_json(self) -> Path:
+        """The protocol's results (no wall-clocks: a seed fixes it byte for byte)."""
+        return self.dir / "meta_rl.json"
+
+    @property
+    def meta_rl_md(self) -> Path:
+        """The protocol's tables beside the paper's numbers."""
+        return self.dir / "meta_rl.md"

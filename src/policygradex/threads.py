@@ -9,13 +9,18 @@ nested calls inherit the outermost explicit choice.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 from policygradex.errors import ConfigError
 
 DEFAULT_THREADS = 1
 """Torch CPU threads used unless the caller asks for another count."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _active: contextvars.ContextVar[int | None] = contextvars.ContextVar("policygradex_threads", default=None)
 
@@ -42,3 +47,18 @@ def torch_threads(threads: int | None = None) -> Iterator[int]:
     finally:
         torch.set_num_threads(before)
         _active.reset(token)
+
+
+def library_threads(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a public entry point (``rl.ppo.train``, ``rl.evaluate.evaluate``) so a direct Python call
+    runs with the library's thread count (an enclosing :func:`torch_threads` choice, else
+    :data:`DEFAULT_THREADS`) and restores the caller's count afterwards (issue 11, item 5). To pick
+    another count, call it inside ``with torch_threads(N):``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with torch_threads():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -253,10 +253,15 @@ def kronecker_blocks(actor: nn.Module, dense_width: int = DENSE_WIDTH) -> tuple[
     from policygradex.rl.policy import Actor
 
     fix = "use --features.projection gaussian for this policy"
-    if type(actor) is not Actor or not isinstance(getattr(actor, "net", None), nn.Sequential):
+    if type(actor) is not Actor:
         raise ConfigError(
             f"the kronecker projection decomposes only the MLP actor (policygradex.rl.policy.Actor), not a "
             f"{type(actor).__name__}; {fix}"
+        )
+    if not isinstance(actor.net, nn.Sequential):
+        raise ConfigError(
+            f"the kronecker projection decomposes only the MLP network (arch 'mlp'), not this actor's "
+            f"{type(actor.net).__name__}; {fix}"
         )
     blocks = []
     for name, module in actor.net.named_children():

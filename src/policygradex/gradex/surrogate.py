@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,21 @@ from policygradex.errors import ConfigError
 from policygradex.gradex.subsets import task_lists
 
 _BLOCK_BYTES = 512 * 2**20
-"""Memory for the per-subset d×d preconditioners of one block of subsets fitted together."""
+"""Memory for the solver state of one block of subsets fitted together."""
+
+_DENSE_COUPLING = 0.1
+"""A direction of the eigenbasis of the all-task majoriser gets a dense block in the preconditioner
+when, in some task, its couplings to the other directions exceed this multiple of λ (their norm);
+elsewhere the majoriser's diagonal is used. Measured (issue 11): 0.1 and 0.3 need the same inner steps."""
+
+_DENSE_MAX = 128
+"""At most this many dense directions (their k×k block costs O(k³) per subset)."""
+
+_INNER_RTOL = 1e-4
+"""Conjugate gradients stop when every residual of H_S·x = v is below this fraction of ‖v‖."""
+
+_INNER_MAX = 50
+"""Safety cap on the conjugate-gradient steps of one solve (3 suffice on the measured problems)."""
 
 _ARMIJO = 1e-4
 """Sufficient-decrease constant of the backtracking line search."""
@@ -191,13 +206,16 @@ def fit_subsets(
     """Fit the surrogate on the pooled rows of every subset, batched across subsets.
 
     Each subset S minimises L_S(w) = (1/Σ_{t∈S} s_t) Σ_{t∈S} s_t·log(1 + exp(−y_t x_tᵀw)) + (λ/2)‖w‖²
-    over the rows of all tasks in S. Method: the Böhning bound (logistic curvature ≤ 1/4) gives the
-    fixed majoriser H_S = (1/4)·Σ_{i∈S} G_i / Σ_{t∈S} s_t + λI, built from the per-task weighted Gram
-    matrices G_i = X_iᵀ diag(s) X_i computed once and inverted for all subsets of a block in one batched
-    Cholesky. H_S⁻¹ is the initial inverse Hessian of a batched L-BFGS with Armijo backtracking (its first
-    step is the monotone MM step w − H_S⁻¹∇L_S(w)); every iteration costs one matmul per task over the
-    subsets holding it. Subsets with the same task set are fitted once. Losses and gradients are
-    float64; the preconditioner is float32 unless that is ill-conditioned (it only steers the steps).
+    over the rows of all tasks in S. Method: a batched L-BFGS with Armijo backtracking whose initial
+    inverse Hessian is the inverse of the Böhning majoriser (logistic curvature ≤ 1/4)
+    H_S = Σ_{i∈S} (Σs_i / Σ_{t∈S} s_t)·G_i + λI, with per-task Gram matrices G_i = X_iᵀ diag(s) X_i / (4·Σs_i)
+    computed once; its first step from w = 0 is the Newton step. H_S⁻¹ is applied by conjugate gradients
+    with one matmul per task by G_i, so no d×d matrix is formed or factored per subset; they are
+    preconditioned by H_S's block-diagonal part in the eigenbasis of the all-task majoriser (a dense
+    block of at most ``_DENSE_MAX`` directions that the tasks couple, the diagonal elsewhere). The loss and
+    gradient at w = 0 come from per-task sums; every further evaluation costs one matmul per task over the
+    subsets holding it. Subsets with the same task set are fitted once. Losses and gradients are float64;
+    the preconditioner is float32 unless that is ill-conditioned (it only steers the steps).
 
     Args:
         features: per task i, projected gradients of shape ``[N_i, d]``.
@@ -207,7 +225,7 @@ def fit_subsets(
         tol: stop a subset when ‖∇L_S(w)‖ ≤ tol·λ·‖w‖ (relative error of w at most ``tol``).
         max_iter: maximum L-BFGS iterations per block (a RuntimeWarning is issued if reached).
         memory: L-BFGS history length.
-        block_size: subsets fitted together; default keeps the d×d preconditioners within 512 MiB.
+        block_size: subsets fitted together; default keeps a block's solver state within 512 MiB.
 
     Returns:
         W of shape ``[m, d]``, row l the fit for ``subsets[l]``, in the dtype of ``features[0]``.
@@ -234,6 +252,8 @@ def fit_subsets(
                 f"task {i} features have d={features[i].shape[1]} but task 0 has d={d}; project all tasks alike."
             )
     tasks = task_lists(subsets, n)
+    if block_size is not None and block_size < 1:
+        raise ConfigError(f"block_size={block_size} must be at least 1.")
     device = features[0].device
     out_dtype = features[0].dtype
 
@@ -258,21 +278,40 @@ def fit_subsets(
             f"subset {list(unique[int(empty[0])])} has only zero advantages, so its surrogate has no data; "
             "check the advantage estimates."
         )
-    gram = _task_grams(features, ss, l2)
+    # Σ_t s_t·y_t·x_t / 2 per task: the data gradient at w = 0 is −Σ_{i∈S} half_moment_i / Σ_{t∈S} s_t.
+    half_moment = torch.stack([0.5 * ((s * y) @ x) for x, y, s in zip(xs, ys, ss, strict=True)])  # [n, d]
+    basis = _task_basis(_task_grams(features, ss, l2), task_weight, l2)
 
     if block_size is None:
-        block_size = max(1, _BLOCK_BYTES // (8 * d * d))
-    if block_size < 1:
-        raise ConfigError(f"block_size={block_size} must be at least 1.")
+        # Per subset: its dense block, the L-BFGS history and work vectors, and its share of the
+        # per-task margins [c, N_i] of one evaluation (a few float64 temporaries).
+        pooled_rows = max(sum(xs[i].shape[0] for i in t) for t in unique)
+        per_subset = 8 * (basis.k * basis.k + (2 * memory + 12) * d + 4 * pooled_rows)
+        block_size = max(1, _BLOCK_BYTES // per_subset)
     num_blocks = math.ceil(len(unique) / block_size)
     bounds = [round(b * len(unique) / num_blocks) for b in range(num_blocks + 1)]
     fits = torch.empty(len(unique), d, dtype=torch.float64, device=device)
     for b in range(num_blocks):
         rows = slice(bounds[b], bounds[b + 1])
         fits[rows] = _lbfgs_block(
-            xs, ys, ss, gram, member[rows], totals[rows], task_weight, l2, tol, max_iter, memory
+            xs, ys, ss, half_moment, basis, member[rows], totals[rows], task_weight, l2, tol, max_iter, memory
         )
     return fits[inverse].to(out_dtype)
+
+
+class _Basis(NamedTuple):
+    """Per-task majorisers in the eigenbasis Q of the all-task one (see :func:`_task_basis`)."""
+
+    q: Tensor
+    """Orthonormal basis, shape ``[d, d]``; its first k columns are the dense directions."""
+    k: int
+    """Number of dense directions."""
+    dense: Tensor
+    """Q_kᵀ G_i Q_k per task, shape ``[n, k, k]``."""
+    diag: Tensor
+    """diag(Q_restᵀ G_i Q_rest) per task, shape ``[n, d − k]``."""
+    gram: Tensor
+    """G_i per task, shape ``[n, d, d]``."""
 
 
 def _task_grams(features: Sequence[Tensor], weights: list[Tensor], l2: float) -> Tensor:
@@ -307,57 +346,164 @@ def _task_grams(features: Sequence[Tensor], weights: list[Tensor], l2: float) ->
     return grams(torch.float64)
 
 
-def _preconditioners(gram: Tensor, member: Tensor, totals: Tensor, task_weight: Tensor, l2: float) -> Tensor:
-    """Inverses of the Böhning majorisers H_S = (1/4)·Σ_{i∈S} X_iᵀ diag(s) X_i / Σ_{t∈S} s_t + λI.
+def _task_basis(gram: Tensor, task_weight: Tensor, l2: float) -> _Basis:
+    """The eigenbasis of the all-task majoriser and each task's G_i in it, split into dense and diagonal.
+
+    Q diagonalises Σ_i Σs_i·G_i (float64 eigendecomposition). Direction j is dense when, for some task,
+    ‖(QᵀG_iQ)_{j,≠j}‖ > ``_DENSE_COUPLING``·λ (at most ``_DENSE_MAX`` directions, the most coupled
+    first): the preconditioner keeps every subset's H_S exactly on the dense directions and by its
+    diagonal on the rest. With tasks alike (or curvature well below λ) nothing is dense.
 
     Args:
         gram: G_i = X_iᵀ diag(s) X_i / (4·Σs_i), shape ``[n, d, d]``.
+        task_weight: Σs_i per task, shape ``[n]``.
+        l2: λ.
+
+    Returns:
+        The basis; its tensors in the dtype of ``gram``.
+    """
+    n, d, _ = gram.shape
+    pooled = (task_weight / task_weight.sum()).to(gram.dtype) @ gram.reshape(n, d * d)
+    _, vectors = torch.linalg.eigh(pooled.reshape(d, d).to(torch.float64))
+    q = vectors.flip(1).to(gram.dtype)  # largest eigenvalue first
+    rotated = q.T @ gram @ q  # [n, d, d]: each G_i in the basis
+    curvature = rotated.diagonal(dim1=-2, dim2=-1)  # [n, d]
+    # How strongly direction j couples to the others in some task, relative to the ridge: the
+    # diagonal approximation ignores exactly these entries.
+    coupling = ((rotated * rotated).sum(-1) - curvature * curvature).clamp_min(0).sqrt().max(0).values / l2
+    order = torch.argsort(coupling, descending=True)
+    k = min(int((coupling > _DENSE_COUPLING).sum()), _DENSE_MAX)
+    q, rotated = q[:, order], rotated[:, order][:, :, order]
+    diag = rotated[:, k:, k:].diagonal(dim1=-2, dim2=-1)
+    return _Basis(q=q, k=k, dense=rotated[:, :k, :k], diag=diag, gram=gram)
+
+
+class _Preconditioner(NamedTuple):
+    """Inverse of the approximate majoriser of each subset of a block, in the basis Q."""
+
+    q: Tensor
+    """Shape ``[d, d]``."""
+    dense_inverse: Tensor
+    """(Q_kᵀ H_S Q_k)⁻¹, shape ``[B, k, k]``."""
+    diag_inverse: Tensor
+    """1 / diag(Q_restᵀ H_S Q_rest), shape ``[B, d − k]``."""
+    coef: Tensor
+    """Σs_i / Σ_{t∈S} s_t for the tasks of each subset (0 for the others), shape ``[B, n]``."""
+    gram: Tensor
+    """G_i per task, shape ``[n, d, d]``."""
+    l2: float
+
+
+def _preconditioners(
+    basis: _Basis, member: Tensor, totals: Tensor, task_weight: Tensor, l2: float
+) -> _Preconditioner:
+    """The conjugate-gradient preconditioners of a block of subsets: H_S's dense block inverted, its diagonal.
+
+    Args:
+        basis: from :func:`_task_basis`.
         member: shape ``[B, n]`` bool.
         totals: Σ_{t∈S} s_t, shape ``[B]``.
         task_weight: Σs_i per task, shape ``[n]``.
         l2: λ.
 
     Returns:
-        H_S⁻¹, shape ``[B, d, d]``, in the dtype of ``gram``.
+        The block's preconditioner, in the dtype of the basis.
     """
-    n, d, _ = gram.shape
-    coef = member.to(torch.float64) * task_weight / totals[:, None]  # [B, n]
-    hess = (coef.to(gram.dtype) @ gram.reshape(n, d * d)).reshape(-1, d, d)
+    n, k = basis.dense.shape[0], basis.k
+    coef = (member.to(torch.float64) * task_weight / totals[:, None]).to(basis.q.dtype)  # [B, n]
+    hess = (coef @ basis.dense.reshape(n, k * k)).reshape(len(coef), k, k)
     hess.diagonal(dim1=-2, dim2=-1).add_(l2)
     factor, info = torch.linalg.cholesky_ex(hess)
     if bool(info.any()):  # float32 round-off on a nearly singular block: redo in float64
         factor = torch.linalg.cholesky(hess.to(torch.float64))
-    del hess
-    return torch.cholesky_inverse(factor)
+    dense_inverse = torch.cholesky_inverse(factor).to(basis.q.dtype)
+    diag_inverse = 1.0 / (coef @ basis.diag + l2)
+    return _Preconditioner(
+        q=basis.q, dense_inverse=dense_inverse, diag_inverse=diag_inverse, coef=coef, gram=basis.gram, l2=l2
+    )
 
 
-def _apply(precond: Tensor, v: Tensor, rows: Tensor) -> Tensor:
-    """``precond[rows] @ v`` per row, without copying the selected matrices when most rows are used.
+def _approximate_inverse(pre: _Preconditioner, v: Tensor, rows: Tensor) -> Tensor:
+    """The block-diagonal approximation of H_S⁻¹ of the subsets ``rows`` applied to v, row by row.
 
     Args:
-        precond: shape ``[B, d, d]``.
-        v: shape ``[A, d]`` or ``[A, d, k]``.
+        pre: a block's preconditioner (B subsets).
+        v: shape ``[A, d]`` or ``[A, r, d]`` (r vectors per subset).
         rows: indices into B, shape ``[A]``.
 
     Returns:
         The shape of ``v``, in its dtype.
     """
-    vec = v.ndim == 2
-    rhs = (v.unsqueeze(2) if vec else v).to(precond.dtype)
-    if len(rows) * 4 < len(precond):
-        out = precond[rows] @ rhs
-    else:
-        full = rhs.new_zeros((len(precond), *rhs.shape[1:]))
-        full[rows] = rhs
-        out = (precond @ full)[rows]
-    return (out.squeeze(2) if vec else out).to(v.dtype)
+    k = pre.dense_inverse.shape[-1]
+    u = (v if v.ndim == 3 else v[:, None]).to(pre.q.dtype) @ pre.q  # [A, r, d] in the basis
+    dense = pre.dense_inverse if len(rows) == len(pre.dense_inverse) else pre.dense_inverse[rows]
+    out = torch.cat([u[..., :k] @ dense, u[..., k:] * pre.diag_inverse[rows][:, None]], dim=-1) @ pre.q.T
+    return (out if v.ndim == 3 else out[:, 0]).to(v.dtype)
+
+
+def _majoriser(pre: _Preconditioner, v: Tensor, rows: Tensor) -> Tensor:
+    """H_S·v = Σ_{i∈S} c_i·G_i·v + λ·v for the subsets ``rows``, one matmul per task.
+
+    Args:
+        pre: a block's preconditioner (B subsets).
+        v: shape ``[A, r, d]``, in the dtype of the Gram matrices.
+        rows: indices into B, shape ``[A]``.
+
+    Returns:
+        Shape ``[A, r, d]``.
+    """
+    coef = pre.coef[rows]  # [A, n]
+    out = pre.l2 * v
+    for i in range(coef.shape[1]):
+        cols = torch.nonzero(coef[:, i]).flatten()
+        if cols.numel():
+            out.index_add_(0, cols, coef[cols, i, None, None] * (v[cols] @ pre.gram[i]))
+    return out
+
+
+def _apply(pre: _Preconditioner, v: Tensor, rows: Tensor) -> Tensor:
+    """H_S⁻¹·v (the Böhning majoriser's inverse) for the subsets ``rows``, by conjugate gradients.
+
+    Preconditioned by the block-diagonal approximation; stops when every residual is below
+    ``_INNER_RTOL`` of its right-hand side (or after ``_INNER_MAX`` steps).
+
+    Args:
+        pre: a block's preconditioner (B subsets).
+        v: shape ``[A, d]`` or ``[A, r, d]`` (r vectors per subset).
+        rows: indices into B, shape ``[A]``.
+
+    Returns:
+        The shape of ``v``, in its dtype.
+    """
+    rhs = (v if v.ndim == 3 else v[:, None]).to(pre.q.dtype)
+    x = torch.zeros_like(rhs)
+    resid = rhs.clone()
+    goal = _INNER_RTOL * rhs.norm(dim=-1)
+    z = _approximate_inverse(pre, resid, rows)
+    p = z
+    rz = (resid * z).sum(-1)
+    for _ in range(_INNER_MAX):
+        hp = _majoriser(pre, p, rows)
+        php = (p * hp).sum(-1)
+        alpha = torch.where(php > 0, rz / php.clamp_min(torch.finfo(php.dtype).tiny), 0.0)
+        x += alpha[..., None] * p
+        resid -= alpha[..., None] * hp
+        if bool((resid.norm(dim=-1) <= goal).all()):
+            break
+        z = _approximate_inverse(pre, resid, rows)
+        rz_new = (resid * z).sum(-1)
+        beta = torch.where(rz > 0, rz_new / rz.clamp_min(torch.finfo(rz.dtype).tiny), 0.0)
+        p = z + beta[..., None] * p
+        rz = rz_new
+    return (x if v.ndim == 3 else x[:, 0]).to(v.dtype)
 
 
 def _lbfgs_block(
     xs: list[Tensor],
     ys: list[Tensor],
     ss: list[Tensor],
-    gram: Tensor,
+    half_moment: Tensor,
+    basis: _Basis,
     member: Tensor,
     totals: Tensor,
     task_weight: Tensor,
@@ -366,11 +512,12 @@ def _lbfgs_block(
     max_iter: int,
     memory: int,
 ) -> Tensor:
-    """Batched, Böhning-preconditioned L-BFGS for one block of B subsets.
+    """Batched, preconditioned L-BFGS for one block of B subsets.
 
     Args:
         xs, ys, ss: per task, features ``[N_i, d]``, labels ``[N_i]`` and weights ``[N_i]`` (float64).
-        gram: per-task G_i = X_iᵀ diag(s) X_i / (4·Σs_i), shape ``[n, d, d]``.
+        half_moment: per task Σ_t s_t·y_t·x_t / 2, shape ``[n, d]``.
+        basis: from :func:`_task_basis`.
         member: which tasks each subset holds, shape ``[B, n]`` bool.
         totals: Σ_{t∈S} s_t per subset, shape ``[B]``.
         task_weight: Σs_i per task, shape ``[n]``.
@@ -379,10 +526,9 @@ def _lbfgs_block(
         Fits, shape ``[B, d]``.
     """
     num, n = member.shape
-    d = gram.shape[1]
-    device = gram.device
-    # The Böhning majoriser's inverse is the L-BFGS initial inverse Hessian.
-    precond = _preconditioners(gram, member, totals, task_weight, l2)  # [B, d, d]
+    d = half_moment.shape[1]
+    device = half_moment.device
+    precond = _preconditioners(basis, member, totals, task_weight, l2)
 
     def evaluate(w: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
         """Loss and gradient of L_S at w for the subsets in ``active`` (w: [A, d])."""
@@ -402,8 +548,9 @@ def _lbfgs_block(
         return loss, grad
 
     w = torch.zeros(num, d, dtype=torch.float64, device=device)
-    every = torch.arange(num, device=device)
-    loss, grad = evaluate(w, every)
+    # At w = 0 every margin is 0: L_S = log 2 and ∇L_S = −Σ_{i∈S} Σ_t s_t·y_t·x_t / (2·Σ_{t∈S} s_t).
+    loss = torch.full((num,), math.log(2.0), dtype=torch.float64, device=device)
+    grad = -(member.to(torch.float64) @ half_moment) / totals[:, None]
     hist_s = torch.zeros(num, memory, d, dtype=torch.float64, device=device)
     hist_y = torch.zeros_like(hist_s)
     hist_rho = torch.zeros(num, memory, dtype=torch.float64, device=device)
@@ -413,9 +560,9 @@ def _lbfgs_block(
         active = torch.nonzero(~done).flatten()
         if active.numel() == 0:
             break
-        # Two-loop recursion with initial inverse Hessian γ·H_S⁻¹, where γ = sᵀy / yᵀH_S⁻¹y from the
-        # newest pair: the true curvature is often well below the 1/4 bound, and γ > 1 then lengthens
-        # the steps. Empty history slots (rho = 0) are no-ops; the first step is the MM step.
+        # Two-loop recursion with initial inverse Hessian γ·M_S⁻¹ (M_S the approximate majoriser), where
+        # γ = sᵀy / yᵀM_S⁻¹y from the newest pair: the true curvature is often well below the 1/4 bound,
+        # and γ > 1 then lengthens the steps. Empty history slots (rho = 0) are no-ops.
         q = grad[active].clone()
         hs, hy, hr = hist_s[active], hist_y[active], hist_rho[active]
         alphas = []
@@ -426,9 +573,9 @@ def _lbfgs_block(
             alphas.append(a)
         if order:
             newest = order[0]
-            # One pass over the preconditioners for both vectors (the apply is memory-bound).
-            both = _apply(precond, torch.stack([q, hy[:, newest]], dim=2), active)
-            r, precond_y = both[..., 0], both[..., 1]
+            # One pass over the preconditioners for both vectors.
+            both = _apply(precond, torch.stack([q, hy[:, newest]], dim=1), active)
+            r, precond_y = both[:, 0], both[:, 1]
             denom = (hy[:, newest] * precond_y).sum(1)
             usable = (hr[:, newest] > 0) & (denom > 0)
             gamma = torch.where(usable, 1.0 / (hr[:, newest] * denom).clamp_min(1e-300), 1.0)
@@ -440,7 +587,7 @@ def _lbfgs_block(
             r += (a - beta)[:, None] * hs[:, k]
         direction = -r
         slope = (grad[active] * direction).sum(1)
-        # A non-descent direction (numerical trouble) falls back to the MM step.
+        # A non-descent direction (numerical trouble) falls back to the preconditioned gradient step.
         bad = slope >= 0
         if bool(bad.any()):
             mm = -_apply(precond, grad[active[bad]], active[bad])

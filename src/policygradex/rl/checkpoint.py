@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from policygradex.errors import PolicyGradExError
+from policygradex.errors import ConfigError, PolicyGradExError
 from policygradex.io import atomic_path
 from policygradex.rl.policy import ActorCritic, PolicyConfig, build_policy
 from policygradex.tasks.base import TaskFamily
@@ -57,6 +57,7 @@ def save_checkpoint(
         "obs_dim": policy.obs_dim,
         "action_dim": policy.action_dim,
         "discrete": policy.discrete,
+        "task_dim": policy.task_dim,
         "family": family.name,
         "family_ref": family.ref,
         "family_version": family.version,
@@ -90,10 +91,13 @@ def load_checkpoint(path: str | os.PathLike[str], family: TaskFamily | None = No
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PolicyGradExError(f"{str(p)!r} is not a policygradex checkpoint ({FORMAT}); pass a policy.pt written by policygradex")
     try:
-        cfg = PolicyConfig(**payload["policy_config"])
-        policy = build_policy(payload["obs_dim"], payload["action_dim"], payload["discrete"], cfg, seed=0)
+        cfg = PolicyConfig(**payload["policy_config"])  # a checkpoint written before `arch` existed is an MLP
+        policy = build_policy(
+            payload["obs_dim"], payload["action_dim"], payload["discrete"], cfg, seed=0,
+            task_dim=int(payload.get("task_dim", 0)),
+        )
         policy.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as e:
+    except (KeyError, TypeError, RuntimeError, ConfigError) as e:
         # torch's size-mismatch message spans several lines; the CLI promises one line (issue 17).
         detail = " ".join(str(e).split())
         raise PolicyGradExError(f"checkpoint {str(p)!r} is damaged ({type(e).__name__}: {detail}); rerun the training that writes it") from None
@@ -118,7 +122,8 @@ def check_matches(ckpt: Checkpoint, family: TaskFamily, path: Path) -> None:
             f"checkpoint {str(path)!r} belongs to family {ckpt.family}-{ckpt.family_version}, "
             f"not {family.full_name}; pass --family {ckpt.family_ref} or a checkpoint of {family.name}"
         )
-    if ckpt.policy.obs_dim != family.obs_dim or ckpt.policy.action_dim != family.action_dim:
+    wrong_id = ckpt.policy.cfg.arch != "mlp" and ckpt.policy.task_dim != family.onehot_size
+    if ckpt.policy.obs_dim != family.obs_dim or ckpt.policy.action_dim != family.action_dim or wrong_id:
         raise PolicyGradExError(
             f"checkpoint {str(path)!r} has observation/action sizes {ckpt.policy.obs_dim}/{ckpt.policy.action_dim}, "
             f"family {family.name} needs {family.obs_dim}/{family.action_dim}; retrain for this family"

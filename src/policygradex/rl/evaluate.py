@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from policygradex.errors import ConfigError
-from policygradex.rl.policy import ActorCritic
-from policygradex.rl.rollout import RolloutState, step_env
+from policygradex.rl.rollout import RolloutPolicy, RolloutState, step_env
 from policygradex.tasks.base import TaskFamily
+from policygradex.threads import library_threads
 
 MAX_ENVS_PER_TASK = 16
 
@@ -48,8 +48,9 @@ class EvalResult:
 
 
 @torch.no_grad()
+@library_threads
 def evaluate(
-    policy: ActorCritic,
+    policy: RolloutPolicy,
     family: TaskFamily,
     task_indices: Sequence[int],
     episodes: int,

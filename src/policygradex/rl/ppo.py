@@ -25,6 +25,7 @@ from policygradex.metrics import MetricsLogger
 from policygradex.rl.policy import ActorCritic, PolicyConfig, build_policy
 from policygradex.rl.rollout import Batch, Episode, RolloutState, collect
 from policygradex.tasks.base import TaskFamily, env_state
+from policygradex.threads import library_threads
 
 
 class TrainingDiverged(PolicyGradExError):
@@ -202,15 +203,37 @@ def streams(seed: int) -> tuple[int, torch.Generator, np.random.Generator]:
     return env_seed, gen, np.random.default_rng(mb_ss)
 
 
+def clipped_policy_loss(logp: Tensor, old_logp: Tensor, adv: Tensor, clip_coef: float) -> tuple[Tensor, Tensor]:
+    """PPO's clipped surrogate, as a loss: mean_t max(−Â_t r_t, −Â_t clip(r_t, 1 ± ε)), r_t = π/π_old.
+
+    Pure, so it also serves as MAML's outer objective on adapted parameters (``rl.maml``).
+
+    Args:
+        logp: [B] log π_θ(a_t|s_t) (differentiable).
+        old_logp: [B] log-probabilities at collection time.
+        adv: [B] advantages (normalised by the caller if wanted).
+        clip_coef: ε.
+
+    Returns:
+        The loss [] and the log-ratios [B] (for the KL and clip-fraction statistics).
+    """
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    return torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean(), log_ratio
+
+
+def clipped_value_loss(v: Tensor, old_v: Tensor, returns: Tensor, clip_coef: float) -> Tensor:
+    """PPO's clipped value loss 0.5·mean max((V − R)², (V_clip − R)²). All [B]; returns []."""
+    v_clipped = old_v + (v - old_v).clamp(-clip_coef, clip_coef)
+    return 0.5 * torch.max((v - returns).pow(2), (v_clipped - returns).pow(2)).mean()
+
+
 def ppo_loss(policy: ActorCritic, mb: Batch, adv: Tensor, cfg: PPOConfig) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped PPO loss on one minibatch. ``adv``: [B] (already normalised if configured)."""
     logp, entropy = policy.log_prob_entropy(mb.obs, mb.actions)
-    log_ratio = logp - mb.logp
+    pg_loss, log_ratio = clipped_policy_loss(logp, mb.logp, adv, cfg.clip_coef)
     ratio = log_ratio.exp()
-    pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-    v = policy.value(mb.obs)
-    v_clipped = mb.values + (v - mb.values).clamp(-cfg.clip_coef, cfg.clip_coef)
-    v_loss = 0.5 * torch.max((v - mb.returns).pow(2), (v_clipped - mb.returns).pow(2)).mean()
+    v_loss = clipped_value_loss(policy.value(mb.obs), mb.values, mb.returns, cfg.clip_coef)
     ent = entropy.mean()
     loss = pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss
     with torch.no_grad():
@@ -255,6 +278,7 @@ def _minibatch(batch: Batch, idx: Tensor) -> Batch:
     )
 
 
+@library_threads
 def train(
     family: TaskFamily,
     task_indices: Sequence[int],
@@ -299,11 +323,17 @@ def train(
     tasks = family.check_indices(task_indices)
     iterations = cfg.num_iterations(len(tasks))
     if init is not None:
-        if init.obs_dim != family.obs_dim or init.action_dim != family.action_dim:
+        if (
+            init.obs_dim != family.obs_dim or init.action_dim != family.action_dim
+            or (init.cfg.arch != "mlp" and init.task_dim != family.onehot_size)
+        ):
             raise ConfigError(f"the initial policy does not fit family {family.name}; use one trained on it")
         policy = copy.deepcopy(init)
     else:
-        policy = build_policy(family.obs_dim, family.action_dim, family.discrete, policy_cfg or PolicyConfig(), seed)
+        policy = build_policy(
+            family.obs_dim, family.action_dim, family.discrete, policy_cfg or PolicyConfig(), seed,
+            task_dim=family.onehot_size,
+        )
     env_seed, gen, mb_rng = streams(seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
     bounds = None

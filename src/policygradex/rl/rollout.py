@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from policygradex.rl.gae import gae
-from policygradex.rl.policy import ActorCritic
 from policygradex.tasks.base import TaskVecEnv
+
+
+class RolloutPolicy(Protocol):
+    """What a rollout needs of a policy: actions and V(s). :class:`~policygradex.rl.policy.ActorCritic`
+    is one; ``rl.maml.TaskParamsPolicy`` (one parameter copy per task of the vector env) is another."""
+
+    def act(self, obs: Tensor, generator: torch.Generator, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """Actions [E] or [E, A] and their log-probabilities [E] for observations [E, obs_dim]."""
+        ...
+
+    def value(self, obs: Tensor) -> Tensor:
+        """V(s) [E] for observations [E, obs_dim]."""
+        ...
 
 
 @dataclass
@@ -97,7 +110,7 @@ def step_env(
 
 @torch.no_grad()
 def collect(
-    policy: ActorCritic,
+    policy: RolloutPolicy,
     venv: TaskVecEnv,
     state: RolloutState,
     num_steps: int,

@@ -1,6 +1,6 @@
 """An existing Stable-Baselines3 PPO model as the meta-policy θ* (issue 16; extra ``sb3``).
 
-SB3's ``MlpPolicy`` is an actor-critic of two separate MLPs — ``mlp_extractor.policy_net`` then
+SB3's ``MlpPolicy`` is an actor-critic of two separate MLPs (so θ* imported from SB3 is always ``arch='mlp'``) — ``mlp_extractor.policy_net`` then
 ``action_net``, and ``mlp_extractor.value_net`` then ``value_net`` — with a categorical head (discrete
 actions) or a diagonal Gaussian with a state-independent ``log_std`` (continuous): exactly the
 structure of :class:`~policygradex.rl.policy.ActorCritic`. :func:`load_sb3_policy` copies its weights
@@ -144,8 +144,8 @@ def load_sb3_policy(path: str | os.PathLike[str], family: TaskFamily) -> ActorCr
     sb = model.policy
     pi, _ = _layers(sb.mlp_extractor.policy_net, "the actor", p)
     vf, _ = _layers(sb.mlp_extractor.value_net, "the critic", p)
-    ours_actor = [m for m in policy.actor.net if isinstance(m, nn.Linear)]
-    ours_critic = [m for m in policy.critic if isinstance(m, nn.Linear)]
+    ours_actor = [m for m in policy.actor.net.modules() if isinstance(m, nn.Linear)]
+    ours_critic = [m for m in policy.critic.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for dst, src in zip(ours_actor, [*pi, sb.action_net], strict=True):
             dst.weight.copy_(src.weight)
