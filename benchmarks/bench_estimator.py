@@ -6,12 +6,25 @@ its ground truth and beside the ground truth's agreement with itself (the noise 
 DIR is a run of `policygradex run` with `policygradex ground-truth --run DIR` done (and, for the
 ceiling, `ground-truth --seed 1` and `noise-ceiling`). θ*, the features, the subsets and the fitted w_S
 are the run's own; each variant only re-scores and re-clusters, so the differences are the estimator's.
+
+With ``--projections gaussian,kronecker`` it is the projection study of issue 11 instead: for each
+projection, a variant run directory DIR/studies/projection-<kind>/ holds the run's θ* and subsets with
+features recomputed under that projection (same rollouts: the same feature seed) and its own fits; each
+projection × score mode (``--scores rollout,surrogate``) is then scored, clustered with the run's
+affinity mode and compared with the ground truth, with the first-order approximation error of its
+directions (``approx-error`` on the variant). ``--projection-draws J`` repeats it for J seeds of P on the
+same transitions. Variants, their approximation errors and rollout scores are kept in DIR/studies/, so a rerun
+only re-tabulates (delete DIR/studies/projection-* to measure again). Writes
+``benchmarks/results/studies_projection_<family>.md``.
+
+    .venv/bin/python benchmarks/bench_estimator.py --run DIR --projections gaussian,kronecker --scores rollout,surrogate
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -22,8 +35,8 @@ from policygradex import pipeline, studies
 from policygradex.analysis.agreement import nmi
 from policygradex.execute import FileContents, make_executor
 from policygradex.gradex.affinity import affinity, no_signal_tasks
-from policygradex.gradex.features import flatten
-from policygradex.gradex.projection import GaussianProjection
+from policygradex.gradex.features import collect_features, flatten
+from policygradex.gradex.projection import from_record, make_projection, projection_record
 from policygradex.gradex.scores import (
     ScoreJob,
     scale_deltas,
@@ -31,9 +44,11 @@ from policygradex.gradex.scores import (
     score_surrogate,
 )
 from policygradex.gradex.subsets import first_occurrences, membership
+from policygradex.gradex.surrogate import fit_subsets
 from policygradex.grouping.cluster import cluster
-from policygradex.io import atomic_path, read_json, write_text
+from policygradex.io import atomic_path, read_json, write_json, write_text
 from policygradex.rl.checkpoint import load_checkpoint
+from policygradex.rundir import read_config
 
 MODES = ("task", "aggregate", "regression")
 
@@ -108,8 +123,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--note", default="", help="conditions (e.g. what else ran on the cores)")
+    ap.add_argument("--projections", default="", help="the projection study (issue 11): e.g. gaussian,kronecker")
+    ap.add_argument("--scores", default="rollout,surrogate", help="score modes of the projection study")
+    ap.add_argument("--projection-draws", type=int, default=1, help="draws of P per projection (seeds) in the projection study")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.projections:
+        projection_study(args)
+        return
     run = pipeline.reopen(args.run)
     store, cfg, n = run.store, run.config, run.family.n
     subsets = store.load_subsets()
@@ -122,7 +143,7 @@ def main() -> None:
     adv = [feats[i]["advantages"] for i in range(n)]
     weights = store.load_weights()
     pj = store.load_projection()
-    raw = GaussianProjection(p=pj["p"], d=pj["d"], seed=pj["seed"]).lift(weights.float())
+    raw = from_record(pj).lift(weights.float())
     theta_norm = float(flatten(load_checkpoint(store.meta_checkpoint, run.family).policy.actor_params()).norm())
     base_norm = cfg.estimate.relative_norm
     ex = make_executor(args.executor, args.workers)
@@ -231,6 +252,193 @@ def main() -> None:
         "",
     ]
     out = args.out or Path(f"benchmarks/results/estimator_{run.family.name}.md")
+    write_text(out, "\n".join(lines))
+    print("\n".join(lines))
+
+
+# ---- the projection study (issue 11) -------------------------------------------------------------------
+def projection_variant(run: pipeline.Run, kind: str, draw: int) -> pipeline.Run:
+    """DIR/studies/projection-<kind>[-p<draw>]/: the run's θ* and subsets, features under ``kind`` and their fits.
+
+    Draw 0 is the projection the pipeline itself would build (its features stage); draw j > 0 changes only
+    P's seed (the run's projection seed + j): the rollouts, and so the transitions, stay the same.
+    """
+    vdir = run.dir / "studies" / (f"projection-{kind}" + (f"-p{draw}" if draw else ""))
+    if not (vdir / "config.json").exists():
+        data = read_config(run.dir)
+        data["features"] = {**data["features"], "projection": kind}
+        if vdir.exists():
+            shutil.rmtree(vdir)
+        shutil.copytree(run.store.meta_dir, vdir / "meta")
+        shutil.copy2(run.store.subsets_path, vdir / run.store.subsets_path.name)
+        write_json(vdir / "config.json", data)  # last: marks the variant as set up
+    v = pipeline.reopen(vdir)
+    if draw == 0:
+        pipeline.run_stage(v, "features")
+    elif not v.store.features_done():
+        ckpt = load_checkpoint(v.store.meta_checkpoint, v.family)
+        fc, ppo = v.config.features, v.config.meta.ppo
+        seed = pipeline.stage_seed(v.seed, "features")
+        proj = make_projection(kind, ckpt.policy.actor, fc.d, seed + draw)  # type: ignore[arg-type]
+        t = time.perf_counter()
+        feats = collect_features(ckpt.policy, v.family, proj, fc.samples_per_task, seed + 1,
+                                 envs_per_task=fc.envs_per_task, gamma=ppo.gamma, lam=ppo.gae_lambda)
+        v.store.save_features({i: f.to_dict() for i, f in feats.items()},
+                              {**projection_record(proj), "seconds": time.perf_counter() - t})
+    if not v.store.fits_done():
+        feats = v.store.load_features(v.family.n)
+        t = time.perf_counter()
+        weights = fit_subsets([feats[i]["grads"] for i in range(v.family.n)],
+                              [feats[i]["advantages"] for i in range(v.family.n)], v.store.load_subsets(), v.config.estimate.l2)
+        v.store.save_fits(weights, time.perf_counter() - t)
+    return v
+
+
+def projection_study(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read top to bottom)
+    from policygradex.analysis.agreement import score_agreement
+
+    run = pipeline.reopen(args.run)
+    store, cfg, n = run.store, run.config, run.family.n
+    subsets = store.load_subsets()
+    member = membership(subsets, n)
+    truth = store.load_truth()
+    truth_scores, _ = pipeline.load_scores(run, truth_seed=0)
+    ex = make_executor(args.executor, args.workers)
+    e = cfg.estimate
+    own = store.load_features(n)
+    kinds = [x for x in args.projections.split(",") if x]
+    scores = [x for x in args.scores.split(",") if x]
+    rows, checks = [], []
+    for draw in range(args.projection_draws):
+        for kind in kinds:
+            v = projection_variant(run, kind, draw)
+            feats = v.store.load_features(n)
+            if kind == cfg.features.projection and draw == 0:
+                diff = max(float((feats[i]["grads"] - own[i]["grads"]).abs().max()) for i in range(n))
+                checks.append(f"the `{kind}` variant's features equal the run's own (max |difference| {diff:.1e})")
+            grads = [feats[i]["grads"] for i in range(n)]
+            adv = [feats[i]["advantages"] for i in range(n)]
+            weights = v.store.load_weights()
+            raw = from_record(v.store.load_projection()).lift(weights.float())
+            ckpt = load_checkpoint(v.store.meta_checkpoint, v.family)
+            theta_norm = float(flatten(ckpt.policy.actor_params()).norm())
+            scaled = scale_deltas(raw, theta_norm, e.relative_norm)
+            coef = scaled.norm(dim=1) / raw.norm(dim=1).clamp_min(1e-12)
+            shared = {"features": float(v.store.load_projection()["seconds"]), "fits": v.store.fit_seconds()}
+            approx = read_json(v.store.approx_error_json) if v.store.approx_error_json.exists() else studies.approx_error(v)
+            err = {r["distance"]: r["first_order"] for r in approx["errors"]}
+            for score in scores:
+                start = time.perf_counter()
+                if score == "rollout":
+                    cache = v.dir / "estimate" / "study_rollout_scores.npz"  # kept: a rerun re-tabulates only
+                    if cache.exists():
+                        saved = np.load(cache)
+                        table, seconds = saved["table"], float(saved["seconds"])
+                    else:
+                        table, seconds = rollout_scores(v, subsets, scaled.numpy().astype(np.float32), e.episodes, ex)
+                        np.savez(cache, table=table, seconds=seconds)
+                elif score == "surrogate":
+                    base = v.metric_of(v.store.load_meta_eval())
+                    table = score_surrogate(weights, subsets, grads, adv, [base[i] for i in range(n)], coef)
+                    seconds = time.perf_counter() - start
+                elif score == "objective":
+                    table = score_objective_change(weights, subsets, grads, adv, coef)
+                    seconds = time.perf_counter() - start
+                else:
+                    raise SystemExit(f"--scores: unknown score mode {score!r}; use rollout, surrogate or objective")
+                U, _ = affinity(table, member, e.affinity)
+                groups = cluster(U, cfg.k, cfg.method, seed=run.seed).groups
+                a, b, task = studies.distinct_pairs(run, table, truth_scores)
+                corr = score_agreement(a, b, task)
+                total = shared["features"] + shared["fits"] + seconds
+                rows.append({
+                    "projection": kind, "draw": draw, "score": score, "groups": groups,
+                    "nmi": nmi(groups, truth["groups"], n),
+                    "planted": nmi(groups, run.family.planted_groups, n) if run.family.planted_groups else None,
+                    "spearman": corr["spearman"], "within": corr["spearman_within_task"],
+                    "features": shared["features"], "fits": shared["fits"], "scoring": seconds, "total": total,
+                    "speedup": truth["compute_seconds"] / total, "err1": err.get(0.01), "err5": err.get(0.05),
+                })
+                print(f"{kind} draw {draw} {score}: groups {groups}, NMI {rows[-1]['nmi']:.3f}", flush=True)
+
+    def f(x, spec=".3f"):  # type: ignore[no-untyped-def]
+        return "–" if x is None else format(x, spec)
+
+    def mean_sd(values, spec=".3f"):  # type: ignore[no-untyped-def]
+        vals = [x for x in values if x is not None]
+        if not vals:
+            return "–"
+        if len(vals) == 1:
+            return format(vals[0], spec)
+        return f"{format(float(np.mean(vals)), spec)} ± {format(float(np.std(vals, ddof=1)), spec)}"
+
+    planted = bool(run.family.planted_groups)
+    draws = args.projection_draws
+    lines = [
+        f"# Projection study: `{run.family.full_name}` (issue 11)",
+        "",
+        f"Produced by `.venv/bin/python benchmarks/bench_estimator.py --run DIR --projections {args.projections} "
+        f"--scores {args.scores} --projection-draws {draws} --executor {args.executor}` on the run `policygradex run "
+        f"--family {run.family.name} --seed {cfg.seed}` (meta-training {cfg.meta.ppo.total_steps:,} env steps, "
+        f"{cfg.features.samples_per_task} samples per task, d = {cfg.features.d}, m = {len(subsets)} subsets of "
+        f"{e.subset_size}, λ = {e.l2}, ‖Δθ‖/‖θ*‖ = {e.relative_norm}, {e.episodes} episodes per rollout score, "
+        f"`{e.affinity}` affinity, k = {cfg.k}, {cfg.method}). For each projection, {draws} draw(s) of P (draw 0: the "
+        "pipeline's own projection seed; draw j: that seed + j), all on the same transitions of θ* (the same rollout "
+        "seed): features, fits and scores recomputed in this one command on "
+        f"{platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}."
+        + (f" Conditions: {args.note}" if args.note else ""),
+        "",
+        f"Ground truth: θ* fine-tuned on each of the {truth['distinct_subsets']} distinct subsets "
+        f"({truth['compute_seconds']:.0f} compute-seconds), true groups `{truth['groups']}`"
+        + (f"; planted groups `{run.family.planted_groups}`" if planted else "") + ".",
+        "",
+        f"Mean ± standard deviation over the {draws} draw(s) of P:",
+        "",
+        "| projection | score | NMI vs truth | " + ("NMI vs planted | " if planted else "")
+        + "Spearman | within task | first-order error at 1% / 5% | features (s) | estimate compute (s) | speed-up over the truth |",
+        "|---|---|---:|" + ("---:|" if planted else "") + "---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind in kinds:
+        for score in scores:
+            sel = [r for r in rows if r["projection"] == kind and r["score"] == score]
+            lines.append(
+                f"| {kind} | {score} | {mean_sd([r['nmi'] for r in sel])} | "
+                + (f"{mean_sd([r['planted'] for r in sel])} | " if planted else "")
+                + f"{mean_sd([r['spearman'] for r in sel])} | {mean_sd([r['within'] for r in sel])} | "
+                f"{mean_sd([r['err1'] for r in sel], '.2%')} / {mean_sd([r['err5'] for r in sel], '.2%')} | "
+                f"{mean_sd([r['features'] for r in sel], '.1f')} | {mean_sd([r['total'] for r in sel], '.1f')} | "
+                f"{float(np.mean([r['speedup'] for r in sel])):.0f}× |"
+            )
+    lines += [
+        "",
+        "Every draw:",
+        "",
+        "| projection | draw | score | groups | NMI vs truth | " + ("NMI vs planted | " if planted else "")
+        + "Spearman | within task | first-order error at 1% / 5% | features (s) | fits (s) | scoring (s) | "
+        "estimate compute (s) | speed-up over the truth |",
+        "|---|---:|---|---|---:|" + ("---:|" if planted else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['projection']} | {r['draw']} | {r['score']} | `{r['groups']}` | {r['nmi']:.3f} | "
+            + (f"{f(r['planted'])} | " if planted else "")
+            + f"{f(r['spearman'])} | {f(r['within'])} | {f(r['err1'], '.2%')} / {f(r['err5'], '.2%')} | "
+            f"{r['features']:.1f} | {r['fits']:.1f} | {r['scoring']:.1f} | {r['total']:.1f} | {r['speedup']:.0f}× |"
+        )
+    lines += [
+        "",
+        "Spearman: estimated vs true f(S, i) over the distinct (subset, task) pairs; within task: each task's mean "
+        "removed first. First-order error: `approx-error` on the variant (relative error of log π_θ* + g̃ᵀw against "
+        "log π at θ* + Δθ along the first 20 fitted directions Δθ = P·w, on held-out transitions). Features: rollouts of "
+        "θ* plus the projected gradients of every task. Estimate compute: features + fits + scoring, summed over "
+        "processes; speed-up: the ground truth's compute-seconds over that. The rollout scores cost the same work "
+        "with either projection (the same rollouts of θ* + Δθ_S); differences in their seconds are the load of the "
+        "shared machine.",
+        "",
+        *[f"Check: {c}." for c in checks],
+        "",
+    ]
+    out = args.out or Path(f"benchmarks/results/studies_projection_{run.family.name}.md")
     write_text(out, "\n".join(lines))
     print("\n".join(lines))
 

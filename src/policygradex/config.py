@@ -23,6 +23,7 @@ import numpy as np
 from policygradex.errors import ConfigError
 from policygradex.execute import ExecutorKind
 from policygradex.gradex.affinity import AffinityMode
+from policygradex.gradex.projection import ProjectionKind
 from policygradex.gradex.scores import ScoreMode
 from policygradex.rl.policy import Arch, PolicyConfig
 from policygradex.rl.ppo import PPOConfig, ppo_config_for
@@ -144,8 +145,14 @@ class FeatureConfig:
     """Projection dimension (paper: 400)."""
     envs_per_task: int = 8
     """Parallel environments per task during the feature rollouts."""
+    projection: ProjectionKind = "gaussian"
+    """How per-sample gradients are projected to d dimensions: 'gaussian' (the paper's dense p×d Gaussian
+    matrix, applied to vmapped per-sample gradients) or 'kronecker' (a structured Khatri–Rao sketch per
+    Linear layer from one batched backward, never forming a per-sample gradient; MLP actors only)."""
 
     def __post_init__(self) -> None:
+        if self.projection not in ("gaussian", "kronecker"):
+            raise ConfigError(f"features.projection={self.projection!r} must be 'gaussian' or 'kronecker'")
         if self.samples_per_task is not None and self.samples_per_task < 1:
             raise ConfigError(f"samples_per_task={self.samples_per_task} must be at least 1")
         if self.d < 1:
@@ -311,6 +318,7 @@ class ResolvedFeatures:
     samples_per_task: int
     d: int
     envs_per_task: int
+    projection: ProjectionKind = "gaussian"  # runs made before issue 11 have no such key: Gaussian
 
 
 @dataclass(frozen=True)
@@ -374,7 +382,7 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
     )
     feats = ResolvedFeatures(
         samples_per_task=cfg.features.samples_per_task or (512 if smoke else 2048),
-        d=cfg.features.d, envs_per_task=cfg.features.envs_per_task,
+        d=cfg.features.d, envs_per_task=cfg.features.envs_per_task, projection=cfg.features.projection,
     )
     gc = cfg.groups
     largest = n - cfg.k + 1  # the largest group a partition into k non-empty groups can hold
@@ -395,11 +403,22 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
         meta = ResolvedMeta(ppo=meta_ppo, policy=policy, tag_every=0, sb3_model=path, sb3_sha256=digest)
+    if feats.projection == "kronecker":
+        _check_kronecker(family, meta.policy)
     return ResolvedRun(
         command="run", family=FamilyInfo.of(family), k=cfg.k, seed=cfg.seed, preset=cfg.preset, method=cfg.method,
         meta=meta,
         features=feats, estimate=est, groups=cfg.groups, executor=cfg.executor, workers=cfg.workers,
     )
+
+
+def _check_kronecker(family: TaskFamily, policy: PolicyConfig) -> None:
+    """Refuse, before any work, an actor the kronecker projection cannot decompose (one clear sentence)."""
+    from policygradex.gradex.projection import kronecker_blocks
+    from policygradex.rl.policy import build_policy
+
+    skeleton = build_policy(family.obs_dim, family.action_dim, family.discrete, policy, seed=0, task_dim=family.onehot_size)
+    kronecker_blocks(skeleton.actor)
 
 
 def group_budget(config: ResolvedRun, size: int, k: int, rule: BudgetRule | None = None) -> int:

@@ -134,16 +134,15 @@ def stage_meta(run: Run) -> None:
 
 def stage_features(run: Run) -> None:
     """Roll out θ*, compute projected per-sample gradients (``features/``)."""
-    from policygradex.gradex.features import collect_features, flatten
-    from policygradex.gradex.projection import GaussianProjection
+    from policygradex.gradex.features import collect_features
+    from policygradex.gradex.projection import make_projection, projection_record
 
     if run.store.features_done():
         return
     ckpt = load_checkpoint(run.store.require(run.store.meta_checkpoint, "meta"), run.family)
     fc, ppo = run.config.features, run.config.meta.ppo
-    p = flatten(ckpt.policy.actor_params()).numel()
     seed = stage_seed(run.seed, "features")
-    proj = GaussianProjection(p=p, d=fc.d, seed=seed)
+    proj = make_projection(fc.projection, ckpt.policy.actor, fc.d, seed)
     start = time.perf_counter()
     feats = collect_features(
         ckpt.policy, run.family, proj, fc.samples_per_task, seed + 1,
@@ -152,7 +151,7 @@ def stage_features(run: Run) -> None:
     )
     run.store.save_features(
         {i: f.to_dict() for i, f in feats.items()},
-        {"p": p, "d": fc.d, "seed": proj.seed, "kind": "gaussian", "seconds": time.perf_counter() - start},
+        {**projection_record(proj), "seconds": time.perf_counter() - start},
     )
 
 
@@ -208,11 +207,10 @@ def stage_estimate(run: Run) -> None:
 def surrogate_deltas(run: Run, weights: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     """Δθ_S = P·w_S [m, p], rescaled to ``relative_norm``·‖θ*‖; also the factor applied to each w_S [m]."""
     from policygradex.gradex.features import flatten
-    from policygradex.gradex.projection import GaussianProjection
+    from policygradex.gradex.projection import from_record
     from policygradex.gradex.scores import scale_deltas
 
-    pj = run.store.load_projection()
-    proj = GaussianProjection(p=pj["p"], d=pj["d"], seed=pj["seed"])
+    proj = from_record(run.store.load_projection())
     raw = proj.lift(weights.float())
     ckpt = load_checkpoint(run.store.meta_checkpoint, run.family)
     theta_norm = float(flatten(ckpt.policy.actor_params()).norm())

@@ -213,6 +213,11 @@ class Block:
     image: str = ""
 
 
+def _projection_note(config: ResolvedRun) -> str:
+    """`` (kronecker projection)`` for the structured projection; nothing for the paper's Gaussian one."""
+    return " (kronecker projection)" if config.features.projection == "kronecker" else ""
+
+
 def report_blocks(
     results: dict[str, Any], coverage: np.ndarray, config: ResolvedRun, timings: Mapping[str, Mapping[str, float]],
     figures: Sequence[str],
@@ -233,7 +238,8 @@ def report_blocks(
         Block("p", f"k = {results['k']} groups by `{config.method}` clustering of the `{results['affinity_mode']}` "
                    f"affinity; scores f(S, i) measured by **{results['score_mode']}** ({scored}); m = "
                    f"{results['num_subsets']} subsets of {e.subset_size} tasks (pairs covered {int(off.min())}–"
-                   f"{int(off.max())} times); d = {config.features.d}, {config.features.samples_per_task} samples per "
+                   f"{int(off.max())} times); d = {config.features.d}{_projection_note(config)}, "
+                   f"{config.features.samples_per_task} samples per "
                    f"task; seed {config.seed}."),
         Block("h2", "Groups"),
         Block("ul", items=tuple((f"group {g}: " + ", ".join(f"{i} ({names[i]})" for i in members),)
@@ -269,7 +275,8 @@ def report_blocks(
         budget.append((f"group {g} ({len(members)} task{'s' if len(members) > 1 else ''})",
                        f"{group_ppo(config, len(members), k).total_steps:,} env steps",
                        str(derive_seed(config.seed, GROUP_SEED_KEY, g))))
-    budget.append(("features", f"{config.features.samples_per_task} transitions per task, d = {config.features.d}",
+    budget.append(("features", f"{config.features.samples_per_task} transitions per task, d = {config.features.d}"
+                   f"{_projection_note(config)}",
                    str(stage_seed(config.seed, "features"))))
     budget.append(("subsets and scores", f"m = {results['num_subsets']}, {e.episodes} episodes per (subset, task)",
                    f"{stage_seed(config.seed, 'subsets')}, {stage_seed(config.seed, 'estimate')}"))

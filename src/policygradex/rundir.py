@@ -213,6 +213,11 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
             # A run made before meta.tag_every reopens: the TAG hook only observes training (θ* does not
             # depend on it); such a run has no TAG record, which compare-groupings reports.
             config = {**config, "meta": {k: v for k, v in wanted.items() if k != "tag_every"}}
+        feats, wanted_feats = existing.get("features"), config.get("features")
+        if (isinstance(feats, dict) and isinstance(wanted_feats, dict) and "projection" not in feats
+                and wanted_feats.get("projection") == "gaussian"):
+            # A run made before features.projection (issue 11) used the Gaussian projection.
+            config = {**config, "features": {k: v for k, v in wanted_feats.items() if k != "projection"}}
         if _normalise(existing) != _normalise(config):
             old, new = _normalise(existing), _normalise(config)
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -64,15 +64,14 @@ def approx_error(run: Run, directions: int = 20, distances: Sequence[float] = DE
     Writes ``approx_error.json``, ``approx_error.md`` and its figure.
     """
     from policygradex.gradex.features import collect_features, flatten, unflatten
-    from policygradex.gradex.projection import GaussianProjection
+    from policygradex.gradex.projection import from_record
     from policygradex.report import approx_error_table, plot_approx_error
 
     if directions < 1:
         raise ConfigError(f"directions={directions} must be at least 1")
     store = run.store
     ckpt = load_checkpoint(store.require(store.meta_checkpoint, "meta"), run.family)
-    pj = store.load_projection()
-    proj = GaussianProjection(p=pj["p"], d=pj["d"], seed=pj["seed"])
+    proj = from_record(store.load_projection())
     weights = store.load_weights().float()
     first = sorted(first_occurrences(store.load_subsets()).values())[:directions]
     W = weights[first]  # [K, d]
