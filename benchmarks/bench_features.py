@@ -323,7 +323,7 @@ def main() -> None:
         "",
         "## Surrogate fits",
         "",
-        f"Surrogate fits (batched L-BFGS with the Böhning preconditioner, float64), n = {n} tasks × {N} rows, d = {d}, "
+        f"Surrogate fits (batched L-BFGS whose initial Hessian, the Böhning bound, is applied by conjugate gradients on per-task Gram matrices; float64), n = {n} tasks × {N} rows, d = {d}, "
         f"λ = 1e-2: m = {m} random subsets of size {size} ({distinct} distinct) in **{t_fit:.1f} s**; "
         f"all {len(ten)} subsets of size 3 of 10 tasks in {t_fit120:.1f} s.",
         "",
