@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -135,9 +136,10 @@ def main() -> None:
     store, cfg, n = run.store, run.config, run.family.n
     subsets = store.load_subsets()
     member = membership(subsets, n)
-    truth = store.load_truth()
-    truth_scores, _ = pipeline.load_scores(run, truth_seed=0)
-    truth_U = store.load_truth_affinity(n)
+    has_truth = store.has_truth()  # without one, only the agreement with the run's rollout scores is reported
+    truth = store.load_truth() if has_truth else None
+    truth_scores = pipeline.load_scores(run, truth_seed=0)[0] if has_truth else None
+    truth_U = store.load_truth_affinity(n) if has_truth else None
     feats = store.load_features(n)
     grads = [feats[i]["grads"] for i in range(n)]
     adv = [feats[i]["advantages"] for i in range(n)]
@@ -180,10 +182,9 @@ def main() -> None:
     rows = []
     for score, norm, table, seconds in tables:
         flat = no_signal_tasks(table, member).tasks
-        a, b, task = studies.distinct_pairs(run, table, truth_scores)
         from policygradex.analysis.agreement import score_agreement
 
-        corr = score_agreement(a, b, task)
+        corr = score_agreement(*studies.distinct_pairs(run, table, truth_scores)) if truth_scores is not None else {}
         ra, rb, rtask = studies.distinct_pairs(run, table, own)  # agreement with the run's own rollout scores
         vs_rollout = score_agreement(ra, rb, rtask)
         for mode in MODES:
@@ -192,12 +193,13 @@ def main() -> None:
             iu = np.triu_indices(n, 1)
             rows.append({
                 "score": score, "norm": norm, "affinity": mode, "groups": groups,
-                "nmi": nmi(groups, truth["groups"], n),
+                "nmi": nmi(groups, truth["groups"], n) if truth else None,
                 "planted": nmi(groups, run.family.planted_groups, n) if run.family.planted_groups else None,
-                "spearman": corr["spearman"], "within": corr["spearman_within_task"],
-                "u_corr": float(np.corrcoef(U[iu], truth_U[iu])[0, 1]) if np.std(U[iu]) > 0 else None,
+                "spearman": corr.get("spearman"), "within": corr.get("spearman_within_task"),
+                "u_corr": float(np.corrcoef(U[iu], truth_U[iu])[0, 1]) if truth_U is not None and np.std(U[iu]) > 0 else None,
                 "flat": flat, "seconds": shared["features"] + shared["fits"] + seconds,
                 "roll_within": vs_rollout["spearman_within_task"] if table is not own else None,
+                "roll_spearman": vs_rollout["spearman"] if table is not own else None,
             })
 
     def f(x, spec=".3f"):  # type: ignore[no-untyped-def]
@@ -208,7 +210,7 @@ def main() -> None:
     lines = [
         f"# Estimator study: `{run.family.full_name}`",
         "",
-        f"Produced by `.venv/bin/python benchmarks/bench_estimator.py --run DIR --norms {args.norms}"
+        f"Produced by `.venv/bin/python benchmarks/bench_estimator.py --run DIR --norms {shlex.quote(args.norms)}"
         f"{' --episodes ' + str(args.episodes) if args.episodes else ''} --executor {args.executor}` on the run "
         f"`policygradex run --family {run.family.name} --seed {cfg.seed}` (defaults: meta-training {cfg.meta.ppo.total_steps:,} "
         f"env steps, {cfg.features.samples_per_task} samples per task, d = {cfg.features.d}, m = {len(subsets)} subsets of "
@@ -217,7 +219,9 @@ def main() -> None:
         + (f" Conditions: {args.note}" if args.note else ""),
         "",
         f"Ground truth: θ* fine-tuned on each of the {truth['distinct_subsets']} distinct subsets "
-        f"({truth['compute_seconds']:.0f} compute-seconds), true groups `{truth['groups']}`.",
+        f"({truth['compute_seconds']:.0f} compute-seconds), true groups `{truth['groups']}`." if truth else
+        "No ground truth in this run (yet): the columns against it are empty, and the table only says how well each "
+        "rollout-free score reproduces the run's own rollout scores, and at what compute.",
         "",
     ]
     if ceiling:
@@ -230,25 +234,26 @@ def main() -> None:
         ]
     lines += [
         "| score | ‖Δθ‖/‖θ*‖ | affinity | groups | NMI vs truth | " + ("NMI vs planted | " if run.family.planted_groups else "")
-        + "Spearman | within task | U corr. vs truth | within task vs rollout | no-signal tasks | compute (s) | speed-up vs truth |",
-        "|---|---|---|---|---:|" + ("---:|" if run.family.planted_groups else "") + "---:|---:|---:|---:|---|---:|---:|",
+        + "Spearman | within task | U corr. vs truth | vs rollout: Spearman | within task | no-signal tasks | compute (s) | speed-up vs truth |",
+        "|---|---|---|---|---:|" + ("---:|" if run.family.planted_groups else "") + "---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['score']} | {r['norm']} | {r['affinity']} | `{r['groups']}` | {r['nmi']:.3f} | "
+            f"| {r['score']} | {r['norm']} | {r['affinity']} | `{r['groups']}` | {f(r['nmi'])} | "
             + (f"{f(r['planted'])} | " if run.family.planted_groups else "")
-            + f"{f(r['spearman'])} | {f(r['within'])} | {f(r['u_corr'])} | {f(r['roll_within'])} | {r['flat'] or '–'} | "
-            f"{r['seconds']:.0f} | {truth['compute_seconds'] / max(r['seconds'], 1e-9):.0f}× |"
+            + f"{f(r['spearman'])} | {f(r['within'])} | {f(r['u_corr'])} | {f(r['roll_spearman'])} | {f(r['roll_within'])} | "
+            f"{r['flat'] or '–'} | {r['seconds']:.0f} | "
+            + (f"{truth['compute_seconds'] / max(r['seconds'], 1e-9):.0f}× |" if truth else "– |")
         )
     lines += [
         "",
         "Spearman: estimated vs true f(S, i) over the distinct (subset, task) pairs; within task: each task's mean "
         "removed first (the affinity is made of these differences). U corr.: correlation of the upper triangles of "
-        "the variant's affinity and the true (task z-scored) affinity. Within task vs rollout: the same within-task "
-        f"Spearman against the run's own rollout scores ({cfg.estimate.episodes} episodes, ‖Δθ‖ = {base_norm:g}·‖θ*‖; "
+        "the variant's affinity and the true (task z-scored) affinity. Vs rollout: the same Spearman (overall and "
+        f"within task) against the run's own rollout scores ({cfg.estimate.episodes} episodes, ‖Δθ‖ = {base_norm:g}·‖θ*‖; "
         "how well a rollout-free score reproduces them). Compute: features + fits + scoring, summed "
-        f"over processes; the ground truth took {truth['compute_seconds']:.0f} s (speed-up: its compute over the "
-        "variant's).",
+        + (f"over processes; the ground truth took {truth['compute_seconds']:.0f} s (speed-up: its compute over the "
+           "variant's)." if truth else "over processes."),
         "",
     ]
     out = args.out or Path(f"benchmarks/results/estimator_{run.family.name}.md")
