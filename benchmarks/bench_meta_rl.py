@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="seconds-long budgets, to check the command")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--note", default="", help="conditions: what else ran on the machine meanwhile")
     args = ap.parse_args()
 
     family = tasks.make(args.family)
@@ -98,7 +99,7 @@ def main() -> None:
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, torch {torch.__version__}, gymnasium {gym.__version__}; load average "
         f"{load_before[0]:.2f} before and {load_after[0]:.2f} after (other work on the machine shares the cores).",
-    ]
+    ] + ([f"- Conditions: {args.note}"] if args.note else [])
     out = args.out or Path(__file__).parent / "results" / f"meta_rl_{args.family}{'-tiny' if args.tiny else ''}.md"
     write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {out}")
