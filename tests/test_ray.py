@@ -163,8 +163,8 @@ def test_an_item_with_bad_input_fails_the_stage_at_once_with_its_message(local_r
 
 
 def _mark_later(item: int, folder: str) -> int:
-    if item:
-        time.sleep(3)
+    if item:  # long enough that a loaded machine cannot finish an item between `next` and `close` below
+        time.sleep(10)
         Path(folder, str(item)).write_text("done")
     return item
 
@@ -174,7 +174,7 @@ def test_closing_the_results_cancels_the_outstanding_items(local_ray, tmp_path):
     results = execute.RayExecutor(2).map(_mark_later, [0, 1, 2, 3, 4], str(tmp_path))
     assert next(results) == 0  # item 1 is running beside it by now, or about to
     results.close()
-    time.sleep(6)
+    time.sleep(14)  # an item that was not cancelled has written its file by now
     assert list(tmp_path.iterdir()) == []
     assert list(execute.RayExecutor(2).map(_mark_later, [0], str(tmp_path))) == [0]  # Ray still serves
 
