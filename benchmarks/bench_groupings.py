@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,13 +35,21 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--meta-steps", type=int, default=None,
+                    help="meta-training env steps (default: the family's pipeline budget); groups scale with it")
+    ap.add_argument("--with-truth", action="store_true",
+                    help="also fine-tune every subset per seed and add the ground-truth grouping (expensive)")
+    ap.add_argument("--truth-steps", type=int, default=None, help="env steps per subset of the ground truth")
     ap.add_argument("--note", default="", help="conditions (e.g. what else ran on the cores)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     family = tasks.make(args.family)
     cfg = RunConfig(executor=args.executor, workers=args.workers)
+    if args.meta_steps is not None:
+        cfg = replace(cfg, meta=replace(cfg.meta, total_steps=args.meta_steps))
     t = time.perf_counter()
-    res = studies.compare_over_seeds(family, cfg, args.work, list(range(args.seeds)), args.random_seeds, args.budget)
+    res = studies.compare_over_seeds(family, cfg, args.work, list(range(args.seeds)), args.random_seeds, args.budget,
+                                     ground_truth_steps=args.truth_steps, with_truth=args.with_truth)
     wall = time.perf_counter() - t
     rule = res["budget"]
     metric = "success rate" if family.metric == "success" else "mean return"
@@ -48,13 +57,17 @@ def main() -> None:
         f"# Grouping comparison over seeds: `{family.full_name}`",
         "",
         f"Produced by `.venv/bin/python benchmarks/bench_groupings.py --family {args.family} --seeds {args.seeds} "
-        f"--random-seeds {args.random_seeds}{' --budget ' + args.budget if args.budget else ''} --executor {args.executor} "
+        f"--random-seeds {args.random_seeds}{' --budget ' + args.budget if args.budget else ''}"
+        f"{f' --meta-steps {args.meta_steps}' if args.meta_steps else ''}{' --with-truth' if args.with_truth else ''}"
+        f"{f' --truth-steps {args.truth_steps}' if args.truth_steps else ''} --executor {args.executor} "
         f"--workers {args.workers} --work DIR` (the same as `policygradex compare-seeds`). Machine: "
         f"{platform.processor() or platform.machine()}, 2 cores, 1 torch thread per process, torch {torch.__version__}; "
         f"wall-clock of this call {wall / 60:.1f} min (runs already in DIR are reused)."
         + (f" Conditions: {args.note}" if args.note else ""),
         "",
-        f"Each seed runs the whole pipeline with the default settings (seed = run seed), then trains every grouping "
+        "Each seed runs the whole pipeline with the default settings"
+        + (f" except meta-training for {args.meta_steps:,} env steps" if args.meta_steps else "")
+        + f" (seed = run seed), then trains every grouping "
         f"from that seed's θ* with the same total budget (`{rule}` rule: "
         + ("a group gets the meta budget × its size / n" if rule == "proportional" else "every group gets the meta budget / k")
         + f"). The value per seed is the {metric} over all tasks, each task scored with its group's policy "
@@ -76,7 +89,8 @@ def main() -> None:
         v = res["per_seed"][str(s)]
         lines.append(f"| {s} | " + " | ".join(f"{v[m]:.1f}" for m in res["summary"]) + f" | `{res['groups'][str(s)]['estimated']}` |")
     lines.append("")
-    out = args.out or Path(f"benchmarks/results/groupings_{args.family}.md")
+    suffix = f"_{args.budget}-budget" if args.budget and args.budget != cfg.groups.budget else ""
+    out = args.out or Path(f"benchmarks/results/groupings_{args.family}{suffix}.md")
     write_text(out, "\n".join(lines))
     print("\n".join(lines))
 
