@@ -8,7 +8,8 @@
 # Writes benchmarks/results/estimator_FAMILY.md.
 # Optional environment: RUN_ARGS (extra `run` options, e.g. "--executor process --workers 2") and GT_ARGS
 # (extra `ground-truth` options, e.g. "--total-steps 100000" where the family's default truth budget does
-# not fit the machine: the table states the budget it was made with).
+# not fit the machine: the table states the budget it was made with), NORMS (the extra step sizes re-scored,
+# default 0.01,0.02,0.1; '' for none where rollouts are expensive).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 family=${1:?usage: benchmarks/estimator_study.sh FAMILY RUN_DIR [conditions]}
@@ -20,6 +21,6 @@ export OMP_NUM_THREADS=1
 "$bin/policygradex" ground-truth --run "$dir" ${GT_ARGS:-}
 "$bin/policygradex" ground-truth --run "$dir" --seed 1 ${GT_ARGS:-}
 "$bin/policygradex" noise-ceiling --run "$dir"
-"$bin/python" benchmarks/bench_estimator.py --run "$dir" --norms 0.01,0.02,0.1 --executor serial \
+"$bin/python" benchmarks/bench_estimator.py --run "$dir" --norms "${NORMS-0.01,0.02,0.1}" --executor serial \
   --out "benchmarks/results/estimator_${family}.md" \
-  --note "made by \`benchmarks/estimator_study.sh $family DIR\` (run, ground-truth seeds 0 and 1, noise-ceiling, all on this machine; RUN_ARGS=\`${RUN_ARGS:-}\`, GT_ARGS=\`${GT_ARGS:-}\`); $note"
+  --note "made by \`benchmarks/estimator_study.sh $family DIR\` (run, ground-truth seeds 0 and 1, noise-ceiling, all on this machine; RUN_ARGS=\`${RUN_ARGS:-}\`, GT_ARGS=\`${GT_ARGS:-}\`, NORMS=\`${NORMS-0.01,0.02,0.1}\`); $note"
