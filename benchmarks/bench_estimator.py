@@ -115,24 +115,10 @@ def _rollout_scores(run, subsets, deltas: np.ndarray, episodes: int, executor) -
     return table, seconds
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--norms", default="0.01,0.02,0.1", help="extra ‖Δθ‖/‖θ*‖ for rollout scores (the run's own is always in)")
-    ap.add_argument("--episodes", type=int, default=0, help="also rollout scores with this many episodes (0: no)")
-    ap.add_argument("--executor", default="serial", choices=["serial", "process"])
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--note", default="", help="conditions (e.g. what else ran on the cores)")
-    ap.add_argument("--projections", default="", help="the projection study (issue 11): e.g. gaussian,kronecker")
-    ap.add_argument("--scores", default="rollout,surrogate", help="score modes of the projection study")
-    ap.add_argument("--projection-draws", type=int, default=1, help="draws of P per projection (seeds) in the projection study")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    if args.projections:
-        projection_study(args)
-        return
-    run = pipeline.reopen(args.run)
+def variant_rows(run: pipeline.Run, norms: str, episodes: int, executor) -> list[dict]:  # type: ignore[no-untyped-def]
+    """One row per score mode × step size × affinity mode of the study on ``run`` (re-scored from its own
+    θ*, features and fits): its grouping, NMI to the truth and to the planted groups, agreement with the
+    truth and with the run's rollout scores, no-signal tasks and compute seconds."""
     store, cfg, n = run.store, run.config, run.family.n
     subsets = store.load_subsets()
     member = membership(subsets, n)
@@ -148,7 +134,7 @@ def main() -> None:
     raw = from_record(pj).lift(weights.float())
     theta_norm = float(flatten(load_checkpoint(store.meta_checkpoint, run.family).policy.actor_params()).norm())
     base_norm = cfg.estimate.relative_norm
-    ex = make_executor(args.executor, args.workers)
+    ex = executor
     base_eval = run.metric_of(store.load_meta_eval())
     shared = pipeline.estimate_compute_seconds(run)
 
@@ -159,14 +145,14 @@ def main() -> None:
     tables: list[tuple[str, str, np.ndarray, float]] = []  # (score label, norm label, table, scoring seconds)
     own, _ = pipeline.load_scores(run)
     tables.append((f"rollout ({cfg.estimate.episodes} ep.)", f"{base_norm:g}", own, shared["scoring"]))
-    for norm in [float(x) for x in args.norms.split(",") if x]:
+    for norm in [float(x) for x in norms.split(",") if x]:
         t = rollout_scores(run, subsets, scale_deltas(raw, theta_norm, norm).numpy().astype(np.float32), cfg.estimate.episodes, ex,
                            f"rollout_ep{cfg.estimate.episodes}_norm{norm:g}")
         tables.append((f"rollout ({cfg.estimate.episodes} ep.)", f"{norm:g}", *t))
-    if args.episodes:
-        t = rollout_scores(run, subsets, scale_deltas(raw, theta_norm, base_norm).numpy().astype(np.float32), args.episodes, ex,
-                           f"rollout_ep{args.episodes}_norm{base_norm:g}")
-        tables.append((f"rollout ({args.episodes} ep.)", f"{base_norm:g}", *t))
+    if episodes:
+        t = rollout_scores(run, subsets, scale_deltas(raw, theta_norm, base_norm).numpy().astype(np.float32), episodes, ex,
+                           f"rollout_ep{episodes}_norm{base_norm:g}")
+        tables.append((f"rollout ({episodes} ep.)", f"{base_norm:g}", *t))
     start = time.perf_counter()
     sur = score_surrogate(weights, subsets, grads, adv, [base_eval[i] for i in range(n)], coef(base_norm))
     tables.append(("surrogate (rollout-free)", f"{base_norm:g}", sur, time.perf_counter() - start))
@@ -201,6 +187,44 @@ def main() -> None:
                 "roll_within": vs_rollout["spearman_within_task"] if table is not own else None,
                 "roll_spearman": vs_rollout["spearman"] if table is not own else None,
             })
+
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, default=None, help="the run to study (not with --over-seeds)")
+    ap.add_argument("--over-seeds", type=Path, default=None,
+                    help="study every run DIR/seed_<s>/ and tabulate each variant's mean and 95%% CI over the seeds")
+    ap.add_argument("--family", default=None, help="with --over-seeds: make the missing runs of this family")
+    ap.add_argument("--seeds", type=int, default=0, help="with --over-seeds and --family: seeds 0..N-1 (runs made if missing)")
+    ap.add_argument("--norms", default="0.01,0.02,0.1", help="extra ‖Δθ‖/‖θ*‖ for rollout scores (the run's own is always in)")
+    ap.add_argument("--episodes", type=int, default=0, help="also rollout scores with this many episodes (0: no)")
+    ap.add_argument("--executor", default="serial", choices=["serial", "process"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--note", default="", help="conditions (e.g. what else ran on the cores)")
+    ap.add_argument("--projections", default="", help="the projection study (issue 11): e.g. gaussian,kronecker")
+    ap.add_argument("--scores", default="rollout,surrogate", help="score modes of the projection study")
+    ap.add_argument("--projection-draws", type=int, default=1, help="draws of P per projection (seeds) in the projection study")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.projections:
+        if args.run is None:
+            ap.error("--projections needs --run DIR")
+        projection_study(args)
+        return
+    if args.over_seeds:
+        over_seeds(args)
+        return
+    if args.run is None:
+        ap.error("--run DIR (a finished run) or --over-seeds DIR is required")
+    run = pipeline.reopen(args.run)
+    rows = variant_rows(run, args.norms, args.episodes, make_executor(args.executor, args.workers))
+    store, cfg = run.store, run.config
+    subsets = store.load_subsets()
+    truth = store.load_truth() if store.has_truth() else None
+    base_norm = cfg.estimate.relative_norm
 
     def f(x, spec=".3f"):  # type: ignore[no-untyped-def]
         return "–" if x is None else format(x, spec)
@@ -257,6 +281,104 @@ def main() -> None:
         "",
     ]
     out = args.out or Path(f"benchmarks/results/estimator_{run.family.name}.md")
+    write_text(out, "\n".join(lines))
+    print("\n".join(lines))
+
+
+# ---- the study over seeds --------------------------------------------------------------------------------
+def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read top to bottom)
+    """Every variant of :func:`variant_rows` on each run DIR/seed_<s>/ (made first with ``--family`` and
+    ``--seeds`` where missing), then per variant: the mean and 95% t interval over the seeds of its NMI to
+    the truth (seeds with a ground truth), its NMI to the planted groups (planted families), its within-task
+    Spearman to the truth and its affinity correlation; and its NMI paired by seed against the pipeline's
+    default variant (the difference, its interval and the seeds won). Writes
+    ``benchmarks/results/estimator_<family>-seeds.md``."""
+    from policygradex import tasks
+    from policygradex.analysis.stats import mean_ci, paired_comparison
+    from policygradex.config import RunConfig
+
+    root: Path = args.over_seeds
+    if args.family:
+        family = tasks.make(args.family)
+        for s in range(args.seeds):
+            pipeline.run(family, RunConfig(seed=s, executor=args.executor, workers=args.workers), root / f"seed_{s}")
+    dirs = sorted((d for d in root.glob("seed_*") if (d / "config.json").exists()), key=lambda d: int(d.name.split("_")[1]))
+    if not dirs:
+        raise SystemExit(f"error: no run folders {root}/seed_<s>/; make them with --family F --seeds N")
+    ex = make_executor(args.executor, args.workers)
+    per_seed: dict[int, dict[tuple[str, str, str], dict]] = {}
+    ceilings: dict[int, float] = {}
+    runs = {}
+    for d in dirs:
+        run = pipeline.reopen(d)
+        runs[run.seed] = run
+        per_seed[run.seed] = {(r["score"], r["norm"], r["affinity"]): r for r in variant_rows(run, args.norms, args.episodes, ex)}
+        if run.store.noise_ceiling_path.exists():
+            ceilings[run.seed] = float(read_json(run.store.noise_ceiling_path)["nmi"])
+    seeds = sorted(per_seed)
+    first = runs[seeds[0]]
+    cfg = first.config
+    default = (f"rollout ({cfg.estimate.episodes} ep.)", f"{cfg.estimate.relative_norm:g}", cfg.estimate.affinity)
+    keys = [k for k in per_seed[seeds[0]] if all(k in per_seed[s] for s in seeds)]
+    planted = first.family.planted_groups is not None
+    truth_seeds = [s for s in seeds if per_seed[s][keys[0]]["nmi"] is not None]
+
+    def stat(key, field: str, among: list[int]) -> str:  # type: ignore[no-untyped-def]
+        v = [per_seed[s][key][field] for s in among]
+        if not among or any(x is None for x in v):
+            return "–"
+        iv = mean_ci(v)
+        return f"{iv.mean:.3f}" + (f" [{iv.low:.2f}, {iv.high:.2f}]" if len(v) > 1 else "")
+
+    def paired(key, field: str, among: list[int]) -> str:  # type: ignore[no-untyped-def]
+        if key == default or len(among) < 2:
+            return "–"
+        pc = paired_comparison([per_seed[s][key][field] for s in among], [per_seed[s][default][field] for s in among])
+        return f"{pc.diff.mean:+.3f} [{pc.diff.low:+.2f}, {pc.diff.high:+.2f}], {pc.wins:.0%} won"
+
+    target = "truth" if truth_seeds else "planted"
+    among = truth_seeds if truth_seeds else seeds
+    lines = [
+        f"# Estimator study over seeds: `{first.family.full_name}`",
+        "",
+        f"Produced by `.venv/bin/python benchmarks/bench_estimator.py --over-seeds DIR"
+        f"{f' --family {args.family} --seeds {args.seeds}' if args.family else ''} --norms {shlex.quote(args.norms)}"
+        f"{' --episodes ' + str(args.episodes) if args.episodes else ''} --executor {args.executor}`: every variant of the "
+        f"single-run study (`bench_estimator.py --run`) on each of the runs DIR/seed_<s>/ (seeds {seeds}; the pipeline's "
+        f"defaults: meta-training {cfg.meta.ppo.total_steps:,} env steps, d = {cfg.features.d}, λ = {cfg.estimate.l2}, "
+        f"k = {cfg.k}, {cfg.method}), re-scored from each run's own θ*, features and fits. Machine: "
+        f"{platform.processor() or platform.machine()}, 1 torch thread per process, torch {torch.__version__}."
+        + (f" Conditions: {args.note}" if args.note else ""),
+        "",
+        f"Seeds with a ground truth: {truth_seeds or 'none'}"
+        + (f"; noise ceiling (NMI of the truth to a second truth) {np.mean(list(ceilings.values())):.3f} on seeds {sorted(ceilings)}"
+           if ceilings else "")
+        + (f"; planted groups `{first.family.planted_groups}`." if planted else "."),
+        "",
+        f"Each cell: mean over seeds [95% t interval]. \"vs default\": the variant's NMI to the {target} minus the "
+        f"default's (`{default[0]}`, ‖Δθ‖ = {default[1]}·‖θ*‖, `{default[2]}` affinity), paired by seed.",
+        "",
+        "| score | ‖Δθ‖/‖θ*‖ | affinity | NMI vs truth | " + ("NMI vs planted | " if planted else "")
+        + f"vs default (NMI vs {target}) | within-task Spearman vs truth | U corr. vs truth | no-signal tasks (seeds) | compute (s) |",
+        "|---|---|---|---:|" + ("---:|" if planted else "") + "---|---:|---:|---|---:|",
+    ]
+    for key in keys:
+        flat = sum(1 for s in seeds if per_seed[s][key]["flat"])
+        secs = np.mean([per_seed[s][key]["seconds"] for s in seeds])
+        name = f"**{key[0]}**" if key == default else key[0]
+        lines.append(
+            f"| {name} | {key[1]} | {key[2]} | {stat(key, 'nmi', truth_seeds)} | "
+            + (f"{stat(key, 'planted', seeds)} | " if planted else "")
+            + f"{paired(key, 'nmi' if truth_seeds else 'planted', among)} | {stat(key, 'within', truth_seeds)} | "
+            f"{stat(key, 'u_corr', truth_seeds)} | {flat}/{len(seeds)} | {secs:.0f} |")
+    lines += ["", "Per seed (NMI vs " + target + "):", "",
+              "| score | ‖Δθ‖/‖θ*‖ | affinity | " + " | ".join(f"seed {s}" for s in among) + " |",
+              "|---|---|---|" + "---:|" * len(among)]
+    field = "nmi" if truth_seeds else "planted"
+    for key in keys:
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(f"{per_seed[s][key][field]:.3f}" for s in among) + " |")
+    lines.append("")
+    out = args.out or Path(f"benchmarks/results/estimator_{first.family.name}-seeds.md")
     write_text(out, "\n".join(lines))
     print("\n".join(lines))
 
@@ -340,7 +462,7 @@ def projection_study(args: argparse.Namespace) -> None:  # noqa: C901 (one table
                         saved = np.load(cache)
                         table, seconds = saved["table"], float(saved["seconds"])
                     else:
-                        table, seconds = rollout_scores(v, subsets, scaled.numpy().astype(np.float32), e.episodes, ex)
+                        table, seconds = _rollout_scores(v, subsets, scaled.numpy().astype(np.float32), e.episodes, ex)
                         np.savez(cache, table=table, seconds=seconds)
                 elif score == "surrogate":
                     base = v.metric_of(v.store.load_meta_eval())
