@@ -88,11 +88,54 @@ def main() -> None:
     for s in res["seeds"]:
         v = res["per_seed"][str(s)]
         lines.append(f"| {s} | " + " | ".join(f"{v[m]:.1f}" for m in res["summary"]) + f" | `{res['groups'][str(s)]['estimated']}` |")
+    if suffix_rule := (args.budget if args.budget and args.budget != cfg.groups.budget else None):
+        lines += other_rule_lines(args.work, res, cfg.groups.budget, suffix_rule)
     lines.append("")
     suffix = f"_{args.budget}-budget" if args.budget and args.budget != cfg.groups.budget else ""
     out = args.out or Path(f"benchmarks/results/groupings_{args.family}{suffix}.md")
     write_text(out, "\n".join(lines))
     print("\n".join(lines))
+
+
+def other_rule_lines(work: Path, res: dict, default_rule: str, rule: str) -> list[str]:  # type: ignore[type-arg]
+    """The same seeds under the configuration's own budget rule (each seed's ``groupings.json``, where
+    compare-groupings ran with it), beside this rule: does the conclusion depend on the rule?"""
+    from policygradex.analysis.stats import paired_comparison
+    from policygradex.io import read_json
+
+    seeds = res["seeds"]
+    files = [work / f"seed_{s}" / "groupings.json" for s in seeds]
+    if not all(f.exists() for f in files):
+        return ["", f"(No `{default_rule}` comparison in every seed's folder, so no side-by-side with it.)"]
+    other = [read_json(f) for f in files]
+
+    def value(g: dict, name: str) -> float | None:  # type: ignore[type-arg]
+        if name == "random":
+            return float(g["random_mean"])
+        if name == "theta*":
+            return float(g["meta_mean"])
+        p = g["partitions"].get(name)
+        return None if p is None else float(p["mean"])
+
+    lines = ["", f"The same {len(seeds)} seeds under the `{default_rule}` rule (each seed's groupings.json), and the "
+             f"estimated grouping minus each baseline, paired by seed, under both rules:", "",
+             f"| grouping | {default_rule}: mean | {rule}: mean | estimated − this, {default_rule} | 95% CI | "
+             f"estimated − this, {rule} | 95% CI |", "|---|---:|---:|---:|---|---:|---|"]
+    for name in res["summary"]:
+        a = [value(g, name) for g in other]
+        if any(x is None for x in a):
+            continue
+        av = [float(x) for x in a if x is not None]
+        est = [value(g, "estimated") for g in other]
+        mine = res["estimated_minus"].get(name)
+        if name == "estimated" or mine is None:
+            lines.append(f"| {grouping_label(name)} | {sum(av) / len(av):.1f} | {res['summary'][name]['mean']:.1f} | | | | |")
+            continue
+        pc = paired_comparison([float(x) for x in est if x is not None], av)
+        lines.append(f"| {grouping_label(name)} | {sum(av) / len(av):.1f} | {res['summary'][name]['mean']:.1f} | "
+                     f"{pc.diff.mean:+.1f} | [{pc.diff.low:+.1f}, {pc.diff.high:+.1f}] | {mine['diff']:+.1f} | "
+                     f"[{mine['ci95'][0]:+.1f}, {mine['ci95'][1]:+.1f}] |")
+    return lines
 
 
 if __name__ == "__main__":
