@@ -347,7 +347,7 @@ def test_run_trains_meta_and_group_policies_with_the_architecture(tmp_path, caps
     assert main(args) == 0
     config = json.loads((d / "config.json").read_text())
     assert config["meta"]["policy"] == {"depth": 4, "width": 64, "activation": "tanh", "init_log_std": 0.0,
-                                        "arch": "moore", "experts": 3}
+                                        "arch": "moore", "experts": 3, "obs_norm": False}
     family = tasks.make("planted-toy")
     meta = load_checkpoint(d / "meta" / "policy.pt", family)
     assert isinstance(meta.policy.actor.net, MooreNet) and isinstance(meta.policy.critic, MooreNet)

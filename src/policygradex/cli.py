@@ -72,6 +72,9 @@ class TrainCmd:
     experts: int | None = None
     """Modules per layer (sm, default 2), state encoders (care, 6), parameter sets (paco, 5) or experts
     (moore, 4); not used by mlp."""
+    obs_norm: bool | None = None
+    """Normalise observations (not the task id) by running mean and variance, clipped to ±10 (None: the
+    family's preset; on for metaworld-*, off elsewhere). A policy fine-tuned from --init keeps its own."""
     eval_episodes: int = 20
     """Evaluation episodes per task after training."""
     threads: int = 1
@@ -309,7 +312,7 @@ def cmd_train(cmd: TrainCmd, console: Console) -> None:
     ppo, policy_cfg, task_idx = resolve_train(
         family, cmd.preset, total_steps=cmd.total_steps, envs_per_task=cmd.envs_per_task,
         learning_rate=cmd.learning_rate, depth=cmd.depth, width=cmd.width, arch=cmd.arch, experts=cmd.experts,
-        eval_episodes=cmd.eval_episodes,
+        obs_norm=cmd.obs_norm, eval_episodes=cmd.eval_episodes,
         task_indices=cmd.tasks, seed=cmd.seed,
     )
     init = load_checkpoint(cmd.init, family).policy if cmd.init is not None else None
@@ -320,7 +323,7 @@ def cmd_train(cmd: TrainCmd, console: Console) -> None:
         "seed": cmd.seed,
         "preset": cmd.preset,
         "ppo": to_data(ppo),
-        "policy": to_data(policy_cfg),
+        "policy": to_data(init.cfg if init is not None else policy_cfg),  # a fine-tuned policy keeps its own
         "init": str(cmd.init) if cmd.init else None,
         "eval_episodes": cmd.eval_episodes,
     }

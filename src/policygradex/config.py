@@ -25,7 +25,7 @@ from policygradex.execute import ExecutorKind
 from policygradex.gradex.affinity import AffinityMode
 from policygradex.gradex.projection import ProjectionKind
 from policygradex.gradex.scores import ScoreMode
-from policygradex.rl.policy import Arch, PolicyConfig
+from policygradex.rl.policy import Arch, PolicyConfig, policy_config_for
 from policygradex.rl.ppo import PPOConfig, ppo_config_for
 from policygradex.tasks.base import TaskFamily
 
@@ -104,6 +104,9 @@ class MetaConfig:
     experts: int | None = None
     """Modules per layer (sm, default 2), state encoders (care, 6), parameter sets (paco, 5) or experts
     (moore, 4); not used by mlp."""
+    obs_norm: bool | None = None
+    """Normalise observations (not the task id) by running mean and variance, clipped to ±10, in every
+    learner's policy (None: the family's preset; on for metaworld-*, off elsewhere)."""
     tag_every: int = DEFAULT_TAG_EVERY
     """Compute TAG's lookahead affinity every K PPO updates of the meta-training and average it, for the
     `tag` baseline of compare-groupings (0: off). It changes no weight of θ*."""
@@ -130,9 +133,16 @@ class MetaConfig:
                 f"meta.tag_every={self.tag_every!r} must be an integer ≥ 0 (PPO updates between two TAG lookaheads; 0 turns them off)"
             )
 
-    def policy(self) -> PolicyConfig:
-        """The architecture these settings give (the architecture's default filled into ``experts``)."""
-        return PolicyConfig(depth=self.depth, width=self.width, arch=self.arch, experts=self.experts)
+    def policy(self, family: TaskFamily | None = None) -> PolicyConfig:
+        """The architecture these settings give for ``family`` (the architecture's default filled into
+        ``experts``; the family's ``policy_overrides`` where a setting is None; without a family, the
+        library defaults)."""
+        settings: dict[str, Any] = {
+            "depth": self.depth, "width": self.width, "arch": self.arch, "experts": self.experts, "obs_norm": self.obs_norm,
+        }
+        if family is None:
+            return PolicyConfig(**{k: v for k, v in settings.items() if v is not None})
+        return policy_config_for(family, **settings)
 
 
 @dataclass(frozen=True)
@@ -391,7 +401,7 @@ def resolve(family: TaskFamily, cfg: RunConfig) -> ResolvedRun:
             f"groups.total_steps={gc.total_steps} is less than one rollout for a group of up to {largest} tasks "
             f"({meta_ppo.batch_size(largest)} steps); raise it"
         )
-    meta = ResolvedMeta(ppo=meta_ppo, policy=cfg.meta.policy(), tag_every=cfg.meta.tag_every)
+    meta = ResolvedMeta(ppo=meta_ppo, policy=cfg.meta.policy(family), tag_every=cfg.meta.tag_every)
     if cfg.meta.from_sb3 is not None:
         import hashlib
         import os

@@ -254,6 +254,10 @@ def run_group(job: MetaRLJob, meta: FileContents) -> dict[str, Any]:
                 init = theta_star.policy if job.init else build_policy(
                     family.obs_dim, family.action_dim, family.discrete, theta_star.policy_config, cfg.seed,
                     task_dim=family.onehot_size)
+                if not job.init and init.actor.obs_norm is not None and theta_star.policy.actor.obs_norm is not None:
+                    # MAML never updates observation statistics (only PPO's rollouts do): a policy from
+                    # scratch starts from θ*'s, so both MAML inits see the same inputs and differ in weights only
+                    init.actor.obs_norm.load_state_dict(theta_star.policy.actor.obs_norm.state_dict())
                 res = meta_train(family, job.tasks, cfg, init=init, resume=_load_state(d),
                                  on_state=lambda st: _save_state(d, st), state_every_s=state_interval())
                 policy = res.policy

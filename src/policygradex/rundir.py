@@ -207,7 +207,7 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
         raise PolicyGradExError(f"output path {str(path)!r} is a file; pass a directory for --out")
     cfg_path = path / CONFIG_FILE
     if cfg_path.exists():
-        existing = _with_policy_defaults(read_config(path))
+        existing, config = _with_policy_defaults(read_config(path)), _with_policy_defaults(config)
         meta, wanted = existing.get("meta"), config.get("meta")
         if isinstance(meta, dict) and isinstance(wanted, dict) and "tag_every" not in meta:
             # A run made before meta.tag_every reopens: the TAG hook only observes training (θ* does not
@@ -236,12 +236,12 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
 
 
 def _with_policy_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the architecture fields a ``config.json`` written before they existed lacks
-    (``arch``, ``experts``; issue 14) set to their defaults, so such a run (an MLP) reopens as the same run.
-    The policy sits at ``meta.policy`` (``run``) or ``policy`` (``train``)."""
+    """``config`` with the policy fields a ``config.json`` written before they existed lacks (``arch``,
+    ``experts``, ``obs_norm``; issue 14) set to their defaults, so such a run (an MLP without observation
+    normalisation) reopens as the same run. The policy sits at ``meta.policy`` (``run``) or ``policy`` (``train``)."""
     from policygradex.rl.policy import PolicyConfig
 
-    defaults = {"arch": PolicyConfig.arch, "experts": PolicyConfig.experts}
+    defaults = {"arch": PolicyConfig.arch, "experts": PolicyConfig.experts, "obs_norm": PolicyConfig.obs_norm}
 
     def fill(policy: Any) -> Any:
         return {**defaults, **policy} if isinstance(policy, dict) else policy

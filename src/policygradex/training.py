@@ -26,7 +26,7 @@ from policygradex.io import atomic_path, read_json, write_json
 from policygradex.metrics import MetricsLogger
 from policygradex.rl.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from policygradex.rl.evaluate import EvalResult, evaluate
-from policygradex.rl.policy import ActorCritic, Arch, PolicyConfig
+from policygradex.rl.policy import ActorCritic, Arch, PolicyConfig, policy_config_for
 from policygradex.rl.ppo import PPOConfig, TrainState, UpdateObserver, ppo_config_for, train
 from policygradex.rl.rollout import Batch
 from policygradex.rundir import (
@@ -290,12 +290,14 @@ def resolve_train(
     width: int = 64,
     arch: Arch = "mlp",
     experts: int | None = None,
+    obs_norm: bool | None = None,
     eval_episodes: int = 20,
     task_indices: Sequence[int] | None = None,
     seed: int = 0,
 ) -> tuple[PPOConfig, PolicyConfig, list[int]]:
     """The configuration of ``policygradex train`` (and of the same training from Python): the family's
-    PPO settings for ``preset`` with the given overrides, the architecture and the checked task indices.
+    PPO settings for ``preset`` with the given overrides, the architecture (``obs_norm`` None: the
+    family's preset) and the checked task indices.
 
     Raises:
         ConfigError: a bad value or a budget below one rollout, before anything is created.
@@ -306,7 +308,7 @@ def resolve_train(
     if eval_episodes < 1:
         raise ConfigError(f"--eval-episodes {eval_episodes} must be at least 1")
     check_seed(seed)
-    policy_cfg = PolicyConfig(depth=depth, width=width, arch=arch, experts=experts)
+    policy_cfg = policy_config_for(family, depth=depth, width=width, arch=arch, experts=experts, obs_norm=obs_norm)
     tasks = family.check_indices(task_indices if task_indices is not None else range(family.n))
     ppo.num_iterations(len(tasks))  # refuse a budget below one rollout before creating anything
     return ppo, policy_cfg, tasks

@@ -115,7 +115,7 @@ def layer_factors(
     inputs: list[Tensor] = []
     outputs: list[Tensor] = []
     names: list[str] = []
-    x = obs.float()
+    x = actor.normalize(obs.float())  # the running statistics are buffers, not part of θ
     with torch.enable_grad():
         for name, module in actor.net.named_children():
             if isinstance(module, torch.nn.Linear):

@@ -275,7 +275,7 @@ def stacked_forward(actor: Actor, params: Params, obs: Tensor) -> Tensor:
     """
     net = getattr(actor, "net", None)
     if type(actor) is Actor and isinstance(net, torch.nn.Sequential):
-        x = obs
+        x = actor.normalize(obs)
         for j, layer in enumerate(net):
             if isinstance(layer, torch.nn.Linear):
                 x = torch.baddbmm(params[f"net.{j}.bias"][:, None, :], x, params[f"net.{j}.weight"].transpose(1, 2))

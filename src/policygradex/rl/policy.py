@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -22,10 +23,14 @@ from policygradex.errors import ConfigError
 from policygradex.rl.networks import ARCHS, DEFAULT_EXPERTS, MIN_DEPTH, Arch, build_network
 from policygradex.rl.networks import mlp as _mlp
 from policygradex.rl.networks.common import Activation, layer_init
+from policygradex.rl.obs_norm import RunningObsNorm
+
+if TYPE_CHECKING:
+    from policygradex.tasks.base import TaskFamily
 
 __all__ = [
     "Activation", "Actor", "ActorCritic", "Arch", "PolicyConfig", "build_policy", "distribution_log_prob",
-    "layer_init", "log_prob", "mlp",
+    "layer_init", "log_prob", "mlp", "policy_config_for",
 ]
 
 
@@ -41,6 +46,8 @@ class PolicyConfig:
         arch: the network (:mod:`policygradex.rl.networks`).
         experts: modules per layer (sm), state encoders (care), parameter sets (paco) or experts (moore);
             None for mlp; filled with the architecture's default when left out.
+        obs_norm: normalise the state part of observations by running mean and variance
+            (:mod:`policygradex.rl.obs_norm`); the statistics are updated only by PPO's rollouts.
     """
 
     depth: int = 4
@@ -55,8 +62,13 @@ class PolicyConfig:
     """Network: 'mlp', or a multitask architecture: 'sm' (Soft Modularization), 'care', 'paco', 'moore'."""
     experts: int | None = None
     """Modules per layer (sm), state encoders (care), parameter sets (paco), experts (moore); default per arch."""
+    obs_norm: bool = False
+    """Normalise observations (not the task id) by their running mean and variance, clipped to ±10; the
+    statistics are buffers of the policy, updated by PPO's rollouts only."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.obs_norm, bool):
+            raise ConfigError(f"obs_norm={self.obs_norm!r} must be True or False")
         if self.arch not in ARCHS:
             raise ConfigError(f"arch={self.arch!r} is not an architecture; use one of {', '.join(ARCHS)}")
         if self.depth < 1:
@@ -86,6 +98,17 @@ class PolicyConfig:
             )
 
 
+def policy_config_for(family: TaskFamily, **settings: Any) -> PolicyConfig:
+    """The architecture of a new policy for ``family``: the library defaults, then the family's
+    ``policy_overrides`` (e.g. Meta-World's ``obs_norm``), then ``settings`` (None values ignored).
+
+    Raises:
+        ConfigError: a value PolicyConfig refuses.
+    """
+    given = {k: v for k, v in settings.items() if v is not None}
+    return PolicyConfig(**{**dict(family.policy_overrides), **given})
+
+
 def mlp(in_dim: int, out_dim: int, cfg: PolicyConfig, out_gain: float) -> nn.Sequential:
     """``cfg.depth`` linear layers with ``cfg.activation`` between them."""
     return _mlp(in_dim, out_dim, cfg.depth, cfg.width, cfg.activation, out_gain)
@@ -96,6 +119,11 @@ def _network(cfg: PolicyConfig, obs_dim: int, out_dim: int, task_dim: int, out_g
 
 
 def _check_task_dim(obs_dim: int, task_dim: int, cfg: PolicyConfig) -> None:
+    if cfg.obs_norm and not 0 <= task_dim < obs_dim:
+        raise ConfigError(
+            f"obs_norm normalises the {obs_dim} − task_dim observation entries before the task id, but "
+            f"task_dim={task_dim}; pass the family's onehot_size (0 to normalise every entry)"
+        )
     if cfg.arch != "mlp" and not 1 <= task_dim < obs_dim:
         raise ConfigError(
             f"arch={cfg.arch!r} reads a one-hot task id at the end of the observation, but task_dim={task_dim} "
@@ -108,19 +136,27 @@ class Actor(nn.Module):
 
     Discrete: ``forward`` returns logits [B, A]. Continuous: the mean [B, A]; the state-independent
     ``log_std`` [A] is a parameter of this module, so it is part of θ. ``net`` is the network of
-    ``cfg.arch`` (an ``nn.Sequential`` of linear layers for the MLP).
+    ``cfg.arch`` (an ``nn.Sequential`` of linear layers for the MLP). With ``cfg.obs_norm``,
+    ``obs_norm`` (:class:`~policygradex.rl.obs_norm.RunningObsNorm`, buffers only, so not part of θ)
+    normalises the first ``obs_dim − task_dim`` entries of the input before ``net``; else it is None.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, discrete: bool, cfg: PolicyConfig, task_dim: int = 0) -> None:
         super().__init__()
         _check_task_dim(obs_dim, task_dim, cfg)
         self.discrete = discrete
+        self.obs_norm: RunningObsNorm | None = RunningObsNorm(obs_dim - task_dim) if cfg.obs_norm else None
         self.net = _network(cfg, obs_dim, action_dim, task_dim, out_gain=0.01)
         if not discrete:
             self.log_std = nn.Parameter(torch.full((action_dim,), float(cfg.init_log_std)))
 
+    def normalize(self, obs: Tensor) -> Tensor:
+        """The input ``net`` sees: the observation normalised by the running statistics (as it is without
+        ``obs_norm``). [..., obs_dim] → [..., obs_dim]."""
+        return obs if self.obs_norm is None else self.obs_norm(obs)
+
     def forward(self, obs: Tensor) -> Tensor:
-        return self.net(obs)
+        return self.net(self.normalize(obs))
 
 
 def distribution_log_prob(actor: Actor, out: Tensor, actions: Tensor, log_std: Tensor | None) -> Tensor:
@@ -172,8 +208,18 @@ class ActorCritic(nn.Module):
         self.critic = _network(cfg, obs_dim, 1, task_dim, out_gain=1.0)
 
     def value(self, obs: Tensor) -> Tensor:
-        """V(s). obs: [B, obs_dim] → [B]."""
-        return self.critic(obs).squeeze(-1)
+        """V(s). obs: [B, obs_dim] → [B]. The critic reads the observation normalised by the actor's
+        statistics (one set of statistics for both, as VecNormalize gives both the same input)."""
+        return self.critic(self.actor.normalize(obs)).squeeze(-1)
+
+    def update_obs_norm(self, obs: Tensor) -> None:
+        """Add observations [B, obs_dim] to the running statistics (nothing without ``cfg.obs_norm``).
+
+        Called by PPO's training after each rollout (``rl.ppo.train``) and nowhere else: evaluation,
+        feature collection, scoring and MAML leave the statistics as they are.
+        """
+        if self.actor.obs_norm is not None:
+            self.actor.obs_norm.update(obs)
 
     def actor_params(self) -> dict[str, Tensor]:
         """θ: the actor's parameters, detached, as ``{name: tensor}``."""
@@ -246,7 +292,8 @@ def build_policy(
 ) -> ActorCritic:
     """Construct an :class:`ActorCritic` with weights initialised from ``seed``.
 
-    ``task_dim``: the family's ``onehot_size`` (the multitask architectures need it; the MLP ignores it).
+    ``task_dim``: the family's ``onehot_size`` (the multitask architectures need it; with
+    ``cfg.obs_norm`` it marks the entries left unnormalised; otherwise the MLP ignores it).
     """
     _check_task_dim(obs_dim, task_dim, cfg)
     with torch.random.fork_rng(devices=[]):

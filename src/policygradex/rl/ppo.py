@@ -271,6 +271,34 @@ def _capture(
     )
 
 
+def update_obs_norm(policy: ActorCritic, batch: Batch) -> Batch:
+    """Add a fresh rollout's observations to the policy's running statistics (``PolicyConfig.obs_norm``)
+    and return the batch as the update must see it; the batch itself without ``obs_norm``.
+
+    The statistics change once per rollout, after it and before its update, so the update trains the
+    weights under the statistics the next rollout acts with, and a finished training's weights were
+    trained under its final statistics. The batch's log π_old and V_old are recomputed under the new
+    statistics (one forward pass, no random numbers), so PPO's ratio starts at exactly 1; advantages
+    and returns stay those of the collection. This is the only place that changes the statistics:
+    evaluation, feature collection, scoring and MAML leave them as they are, and fine-tuning θ*
+    (a ``train`` from ``init``) continues θ*'s statistics and count.
+
+    Args:
+        policy: the policy being trained (its buffers are updated in place).
+        batch: the rollout just collected with it (N rows).
+
+    Returns:
+        The batch with ``logp`` [N] and ``values`` [N] under the updated statistics.
+    """
+    if policy.actor.obs_norm is None:
+        return batch
+    policy.update_obs_norm(batch.obs)
+    with torch.no_grad():
+        logp, _ = policy.log_prob_entropy(batch.obs, batch.actions)
+        values = policy.value(batch.obs)
+    return replace(batch, logp=logp, values=values)
+
+
 def _minibatch(batch: Batch, idx: Tensor) -> Batch:
     return Batch(
         obs=batch.obs[idx], actions=batch.actions[idx], logp=batch.logp[idx], values=batch.values[idx],
@@ -370,6 +398,7 @@ def train(
             if cfg.anneal_lr:
                 optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - it / iterations)
             batch = collect(policy, venv, state, cfg.num_steps, cfg.gamma, cfg.gae_lambda, gen, bounds)
+            batch = update_obs_norm(policy, batch)
             result.env_steps += batch_size
             result.episodes.extend(batch.episodes)
             if observer is not None:

@@ -95,6 +95,11 @@ def with_task_id(obs: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(obs, dtype=np.float32).reshape(len(ids), -1), ids], axis=1)
 
 
+POLICY_OVERRIDE_KEYS: tuple[str, ...] = ("obs_norm", "activation", "init_log_std")
+"""The ``PolicyConfig`` fields a family may preset (``TaskFamily.policy_overrides``): those that no command
+line option sets by default, so the family's value is not silently replaced by an option's default."""
+
+
 @dataclass(frozen=True, eq=False)
 class TaskFamily:
     """n related tasks that share observation and action spaces.
@@ -117,6 +122,9 @@ class TaskFamily:
             ``"smoke"``), and optionally ``"meta"``: the pipeline's meta-training budget when it differs.
             A preset left out gets :func:`default_train_steps` (see :meth:`suggested_steps`).
         ppo_overrides: PPO hyperparameters this family needs beyond the library defaults.
+        policy_overrides: policy settings this family needs beyond the library defaults, for the keys of
+            :data:`POLICY_OVERRIDE_KEYS` (e.g. ``{"obs_norm": True}``); a setting given on the command
+            line or to the Python API wins.
         description: one paragraph for ``policygradex families`` and the docs.
         factory: ``package.module:factory`` when the family was built from that string (``--family
             mypkg.tasks:make``): how a fresh process, such as a worker, rebuilds it; None for registered
@@ -137,6 +145,7 @@ class TaskFamily:
     planted_groups: tuple[tuple[int, ...], ...] | None = None
     train_steps: Mapping[str, int] = field(default_factory=dict)
     ppo_overrides: Mapping[str, Any] = field(default_factory=dict)
+    policy_overrides: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     factory: str | None = None
 
@@ -146,6 +155,12 @@ class TaskFamily:
             raise ConfigError(f"family {self.name!r} has no tasks; give it at least one task")
         if [t.index for t in self.tasks] != list(range(n)):
             raise ConfigError(f"family {self.name!r}: task indices must be 0..{n - 1} in order")
+        unknown = sorted(set(self.policy_overrides) - set(POLICY_OVERRIDE_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"family {self.name!r}: policy_overrides has the key {unknown[0]!r}; a family can preset only "
+                f"{', '.join(POLICY_OVERRIDE_KEYS)} (depth, width, arch and experts are the user's settings)"
+            )
         if self.onehot_size == 0:
             object.__setattr__(self, "onehot_size", n)
         if not self.onehot_index:

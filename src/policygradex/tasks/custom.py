@@ -64,6 +64,7 @@ def from_gymnasium(
     version: str = "v1",
     train_steps: Mapping[str, int] | None = None,
     ppo_overrides: Mapping[str, Any] | None = None,
+    policy_overrides: Mapping[str, Any] | None = None,
     description: str = "",
 ) -> TaskFamily:
     """Build a family of ``len(params)`` tasks, each ``gymnasium.make(env_id, ...)`` with its parameters.
@@ -82,6 +83,8 @@ def from_gymnasium(
             the rule of :func:`policygradex.tasks.base.default_train_steps`: smoke 4,096 × n (8 PPO
             iterations), default 100,000 × n.
         ppo_overrides: PPO hyperparameters the family needs.
+        policy_overrides: policy settings the family needs (``obs_norm``, ``activation``, ``init_log_std``),
+            e.g. ``{"obs_norm": True}``.
         description: one line for listings.
 
     Raises:
@@ -128,6 +131,7 @@ def from_gymnasium(
         make_env_fn=make_env,
         train_steps=dict(train_steps or {}),
         ppo_overrides=dict(ppo_overrides or {}),
+        policy_overrides=dict(policy_overrides or {}),
         description=description or f"{len(frozen)} tasks of {env_id}",
     )
 
