@@ -198,6 +198,10 @@ def main() -> None:
                     help="study every run DIR/seed_<s>/ and tabulate each variant's mean and 95%% CI over the seeds")
     ap.add_argument("--family", default=None, help="with --over-seeds: make the missing runs of this family")
     ap.add_argument("--seeds", type=int, default=0, help="with --over-seeds and --family: seeds 0..N-1 (runs made if missing)")
+    ap.add_argument("--train", default="",
+                    help="with --over-seeds: also train the groups of these variants like the pipeline's own "
+                         "(SCORE:NORM:AFFINITY, comma-separated, e.g. surrogate:0.05:task,rollout:0.1:task) and "
+                         "compare their mean return with the default variant's, paired by seed")
     ap.add_argument("--norms", default="0.01,0.02,0.1", help="extra ‖Δθ‖/‖θ*‖ for rollout scores (the run's own is always in)")
     ap.add_argument("--episodes", type=int, default=0, help="also rollout scores with this many episodes (0: no)")
     ap.add_argument("--executor", default="serial", choices=["serial", "process"])
@@ -371,6 +375,8 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
             + (f"{stat(key, 'planted', seeds)} | " if planted else "")
             + f"{paired(key, 'nmi' if truth_seeds else 'planted', among)} | {stat(key, 'within', truth_seeds)} | "
             f"{stat(key, 'u_corr', truth_seeds)} | {flat}/{len(seeds)} | {secs:.0f} |")
+    if args.train:
+        lines += trained_variant_lines(runs, per_seed, default, args.train)
     lines += ["", "Per seed (NMI vs " + target + "):", "",
               "| score | ‖Δθ‖/‖θ*‖ | affinity | " + " | ".join(f"seed {s}" for s in among) + " |",
               "|---|---|---|" + "---:|" * len(among)]
@@ -381,6 +387,86 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
     out = args.out or Path(f"benchmarks/results/estimator_{first.family.name}-seeds.md")
     write_text(out, "\n".join(lines))
     print("\n".join(lines))
+
+
+def _variant_key(spec: str, keys: list[tuple[str, str, str]]) -> tuple[str, str, str]:
+    try:
+        score, norm, aff = spec.split(":")
+    except ValueError:
+        raise SystemExit(f"error: --train entry {spec!r} is not SCORE:NORM:AFFINITY (e.g. surrogate:0.05:task)") from None
+    prefix = {"objective": "objective change"}.get(score, score) + " ("
+    found = [k for k in keys if k[0].startswith(prefix) and k[1] == norm and k[2] == aff]
+    if len(found) != 1:
+        raise SystemExit(f"error: --train entry {spec!r} names no single variant of the study; "
+                         f"its variants: {sorted({(k[0], k[1], k[2]) for k in keys})}")
+    return found[0]
+
+
+def trained_variant_lines(runs: dict, per_seed: dict, default: tuple[str, str, str], specs: str) -> list[str]:  # type: ignore[type-arg]
+    """Train each named variant's groups per seed exactly as the pipeline trains its own (same budget
+    rule, same group seeds; ``baselines/variant-<score>-<norm>-<affinity>/``; a variant whose partition
+    is the pipeline's own reuses its policies), then each variant's mean return against the default
+    variant's, paired by seed, beside gradient similarity and random grouping where compare-groupings
+    ran (each seed's ``groupings.json``)."""
+    from policygradex.analysis.stats import mean_ci, paired_comparison
+    from policygradex.report import grouping_label
+
+    seeds = sorted(runs)
+    keys = list(per_seed[seeds[0]])
+    chosen = [_variant_key(x, keys) for x in specs.split(",") if x]
+
+    def canon(groups: list[list[int]]) -> list[list[int]]:
+        return sorted(sorted(g) for g in groups)
+
+    values: dict[tuple[str, str, str], list[float]] = {k: [] for k in [default, *chosen]}
+    same: dict[tuple[str, str, str], int] = {k: 0 for k in chosen}
+    ref: dict[str, list[float]] = {}
+    for s in seeds:
+        run = runs[s]
+        own = run.store.load_groups(run.family.n)
+        parts: dict[str | None, list[list[int]]] = {None: own}
+        for key in chosen:
+            g = per_seed[s][key]["groups"]
+            if canon(g) == canon(own):
+                same[key] += 1
+            else:
+                parts["variant-" + "-".join(x.split(" (")[0].replace(" ", "_") for x in key)] = g
+        trained = pipeline.train_partitions(run, parts, "variants")
+        mean_own = float(np.mean(list(trained[None].values())))
+        values[default].append(mean_own)
+        for key in chosen:
+            where = "variant-" + "-".join(x.split(" (")[0].replace(" ", "_") for x in key)
+            values[key].append(float(np.mean(list(trained[where].values()))) if where in trained else mean_own)
+        gj = run.store.groupings_file(run.config.groups.budget)
+        if gj.exists():
+            g = read_json(gj)
+            for name in ("gradient-similarity", "tag"):
+                if name in g["partitions"]:
+                    ref.setdefault(name, []).append(float(g["partitions"][name]["mean"]))
+            ref.setdefault("random", []).append(float(g["random_mean"]))
+    lines = ["", f"**Group policies trained from each variant's grouping** (mean return over the tasks, each task "
+             f"scored with its group's policy; the pipeline's group training, budget rule `{runs[seeds[0]].config.groups.budget}`), "
+             f"over seeds {seeds}, against the default variant's grouping (the pipeline's own), paired by seed:", "",
+             "| grouping from | mean return [95% CI] | − default, paired [95% CI] | seeds won | seeds with the default's partition |",
+             "|---|---:|---|---:|---:|"]
+    for key in [default, *chosen]:
+        v = values[key]
+        iv = mean_ci(v)
+        name = " · ".join(key)
+        if key == default:
+            lines.append(f"| **{name}** (default) | {iv.mean:.1f} [{iv.low:.1f}, {iv.high:.1f}] | | | |")
+            continue
+        pc = paired_comparison(v, values[default])
+        lines.append(f"| {name} | {iv.mean:.1f} [{iv.low:.1f}, {iv.high:.1f}] | {pc.diff.mean:+.1f} "
+                     f"[{pc.diff.low:+.1f}, {pc.diff.high:+.1f}] | {pc.wins:.0%} | {same[key]}/{len(seeds)} |")
+    for name, v in ref.items():
+        if len(v) != len(seeds):
+            continue
+        iv = mean_ci(v)
+        pc = paired_comparison(v, values[default])
+        lines.append(f"| {grouping_label(name)} (compare-groupings) | {iv.mean:.1f} [{iv.low:.1f}, {iv.high:.1f}] | "
+                     f"{pc.diff.mean:+.1f} [{pc.diff.low:+.1f}, {pc.diff.high:+.1f}] | {pc.wins:.0%} | |")
+    return lines
 
 
 # ---- the projection study (issue 11) -------------------------------------------------------------------
