@@ -347,7 +347,8 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
         "",
         f"Produced by `.venv/bin/python benchmarks/bench_estimator.py --over-seeds DIR"
         f"{f' --family {args.family} --seeds {args.seeds}' if args.family else ''} --norms {shlex.quote(args.norms)}"
-        f"{' --episodes ' + str(args.episodes) if args.episodes else ''} --executor {args.executor}`: every variant of the "
+        f"{' --episodes ' + str(args.episodes) if args.episodes else ''}{' --train ' + args.train if args.train else ''} "
+        f"--executor {args.executor}`: every variant of the "
         f"single-run study (`bench_estimator.py --run`) on each of the runs DIR/seed_<s>/ (seeds {seeds}; the pipeline's "
         f"defaults: meta-training {cfg.meta.ppo.total_steps:,} env steps, d = {cfg.features.d}, λ = {cfg.estimate.l2}, "
         f"k = {cfg.k}, {cfg.method}), re-scored from each run's own θ*, features and fits. Machine: "
