@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--meta-steps", type=int, default=None,
                     help="meta-training env steps (default: the family's pipeline budget); groups scale with it")
+    ap.add_argument("--score", default=None, choices=["rollout", "surrogate", "objective"],
+                    help="how the pipeline scores f(S, i) (default: the configuration's)")
     ap.add_argument("--with-truth", action="store_true",
                     help="also fine-tune every subset per seed and add the ground-truth grouping (expensive)")
     ap.add_argument("--truth-steps", type=int, default=None, help="env steps per subset of the ground truth")
@@ -47,6 +49,8 @@ def main() -> None:
     cfg = RunConfig(executor=args.executor, workers=args.workers)
     if args.meta_steps is not None:
         cfg = replace(cfg, meta=replace(cfg.meta, total_steps=args.meta_steps))
+    if args.score is not None:
+        cfg = replace(cfg, estimate=replace(cfg.estimate, score=args.score))
     t = time.perf_counter()
     res = studies.compare_over_seeds(family, cfg, args.work, list(range(args.seeds)), args.random_seeds, args.budget,
                                      ground_truth_steps=args.truth_steps, with_truth=args.with_truth)
@@ -58,7 +62,7 @@ def main() -> None:
         "",
         f"Produced by `.venv/bin/python benchmarks/bench_groupings.py --family {args.family} --seeds {args.seeds} "
         f"--random-seeds {args.random_seeds}{' --budget ' + args.budget if args.budget else ''}"
-        f"{f' --meta-steps {args.meta_steps}' if args.meta_steps else ''}{' --with-truth' if args.with_truth else ''}"
+        f"{f' --meta-steps {args.meta_steps}' if args.meta_steps else ''}{f' --score {args.score}' if args.score else ''}{' --with-truth' if args.with_truth else ''}"
         f"{f' --truth-steps {args.truth_steps}' if args.truth_steps else ''} --executor {args.executor} "
         f"--workers {args.workers} --work DIR` (the same as `policygradex compare-seeds`). Machine: "
         f"{platform.processor() or platform.machine()}, 2 cores, 1 torch thread per process, torch {torch.__version__}; "
@@ -67,6 +71,7 @@ def main() -> None:
         "",
         "Each seed runs the whole pipeline with the default settings"
         + (f" except meta-training for {args.meta_steps:,} env steps" if args.meta_steps else "")
+        + (f"{' and' if args.meta_steps else ' except'} f(S, i) scored by `{args.score}`" if args.score else "")
         + f" (seed = run seed), then trains every grouping "
         f"from that seed's θ* with the same total budget (`{rule}` rule: "
         + ("a group gets the meta budget × its size / n" if rule == "proportional" else "every group gets the meta budget / k")
