@@ -364,18 +364,22 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
         f"default's (`{default[0]}`, ‖Δθ‖ = {default[1]}·‖θ*‖, `{default[2]}` affinity), paired by seed.",
         "",
         "| score | ‖Δθ‖/‖θ*‖ | affinity | NMI vs truth | " + ("NMI vs planted | " if planted else "")
-        + f"vs default (NMI vs {target}) | within-task Spearman vs truth | U corr. vs truth | no-signal tasks (seeds) | compute (s) |",
+        + f"vs default (NMI vs {target}) | within-task Spearman vs truth | U corr. vs truth | no-signal tasks (task: seeds flagged) | compute (s) |",
         "|---|---|---|---:|" + ("---:|" if planted else "") + "---|---:|---:|---|---:|",
     ]
     for key in keys:
-        flat = sum(1 for s in seeds if per_seed[s][key]["flat"])
+        counts: dict[int, int] = {}
+        for s in seeds:
+            for t in per_seed[s][key]["flat"] or []:
+                counts[t] = counts.get(t, 0) + 1
+        flat = ", ".join(f"{t}: {c}/{len(seeds)}" for t, c in sorted(counts.items())) or "–"
         secs = np.mean([per_seed[s][key]["seconds"] for s in seeds])
         name = f"**{key[0]}**" if key == default else key[0]
         lines.append(
             f"| {name} | {key[1]} | {key[2]} | {stat(key, 'nmi', truth_seeds)} | "
             + (f"{stat(key, 'planted', seeds)} | " if planted else "")
             + f"{paired(key, 'nmi' if truth_seeds else 'planted', among)} | {stat(key, 'within', truth_seeds)} | "
-            f"{stat(key, 'u_corr', truth_seeds)} | {flat}/{len(seeds)} | {secs:.0f} |")
+            f"{stat(key, 'u_corr', truth_seeds)} | {flat} | {secs:.0f} |")
     if args.train:
         lines += trained_variant_lines(runs, per_seed, default, args.train)
     lines += ["", "Per seed (NMI vs " + target + "):", "",
