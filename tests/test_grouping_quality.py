@@ -12,7 +12,7 @@ import pytest
 
 from policygradex import pipeline, studies, tasks
 from policygradex.cli import main
-from policygradex.config import GroupConfig, RunConfig
+from policygradex.config import EstimateConfig, FeatureConfig, GroupConfig, MetaConfig, RunConfig, group_ppo
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,36 @@ def test_equal_budget_rule_gives_every_group_the_same_steps(tmp_path):
     proportional = pipeline.open_run(family, RunConfig(preset="smoke"), tmp_path / "p").config
     assert group_ppo(proportional, 2, 3).total_steps == meta * 2 // 6
     assert group_ppo(proportional, 1, 3).total_steps == meta // 6
+
+
+def test_another_budget_rule_trains_apart_but_reuses_partitions_it_trains_alike(tmp_path):
+    """compare-groupings under a second rule writes groupings_<rule>.json beside the first; k = 1 and k = n get the
+    same steps under both rules, so their policies are the first rule's (not retrained, same scores); a partition
+    whose groups get other steps trains in baselines/<rule>-budget/."""
+    family = tasks.make("planted-toy")
+    cfg = RunConfig(preset="smoke", seed=0, meta=MetaConfig(total_steps=12288), groups=GroupConfig(eval_episodes=4),
+                    features=FeatureConfig(samples_per_task=128), estimate=EstimateConfig(episodes=4))
+    d = tmp_path / "run"
+    pipeline.run(family, cfg, d)
+    run = pipeline.reopen(d)
+    own = studies.compare_groupings(run, seeds=2)
+    other = studies.compare_groupings(run, seeds=2, budget="equal")
+    assert own["budget"] == "proportional" and other["budget"] == "equal"
+    assert json.loads((d / "groupings_equal.json").read_text()) == other
+    assert json.loads((d / "groupings.json").read_text()) == own  # the first rule's results are left as they were
+    for name in ("one-group", "single-task"):
+        assert other["partitions"][name] == own["partitions"][name]
+        assert not (d / "baselines" / "equal-budget" / name).exists()
+    moved = 0
+    for name, p in other["partitions"].items():
+        groups = p["groups"]
+        differs = any(group_ppo(run.config, len(g), len(groups), "equal") != group_ppo(run.config, len(g), len(groups))
+                      for g in groups)
+        assert (d / "baselines" / "equal-budget" / name).exists() == differs, name
+        moved += differs
+    # smoke planted-toy: meta 12288 steps, k = 3 of 6 tasks; a group of 1 gets 12288/6 steps or 12288/3
+    sizes = {name: sorted(len(g) for g in p["groups"]) for name, p in other["partitions"].items()}
+    assert moved == sum(s != [2, 2, 2] for n, s in sizes.items() if n not in ("one-group", "single-task"))
 
 
 def test_compare_seeds_command_reports_intervals_and_paired_differences(tmp_path, capsys):

@@ -32,6 +32,7 @@ from policygradex.config import (
     RunConfig,
     derive_seed,
     fine_tune_ppo,
+    group_ppo,
     random_partition_seed,
     stage_seed,
 )
@@ -386,8 +387,17 @@ def compare_groupings(run: Run, seeds: int = 1, progress: Any = None, budget: Bu
     rule: BudgetRule = budget or run.config.groups.budget
     own_rule = rule == run.config.groups.budget
     partitions = baseline_partitions(run, seeds)
-    where = {name: None if name == "estimated" and own_rule else (name if own_rule else f"{rule}-budget/{name}")
-             for name in partitions}
+
+    def where_of(name: str, groups: list[list[int]]) -> str | None:
+        # under another rule, a partition whose every group gets the same PPO settings as under the run's own
+        # rule (k = 1, k = n) trains exactly as there (same settings, same group seeds): its policies are reused
+        same = own_rule or all(group_ppo(run.config, len(g), len(groups), rule) == group_ppo(run.config, len(g), len(groups))
+                               for g in groups)
+        if same:
+            return None if name == "estimated" else name
+        return f"{rule}-budget/{name}"
+
+    where = {name: where_of(name, groups) for name, groups in partitions.items()}
     # every group of every grouping in one map, so that a cluster trains them all at once (issue 15)
     trained = train_partitions(run, {where[name]: groups for name, groups in partitions.items()}, "groupings", rule)
     results: dict[str, Any] = {}
