@@ -407,6 +407,11 @@ def _variant_key(spec: str, keys: list[tuple[str, str, str]]) -> tuple[str, str,
     return found[0]
 
 
+def variant_where(key: tuple[str, str, str]) -> str:
+    """Where a variant's groups are trained: ``baselines/variant-<score>-<norm>-<affinity>``."""
+    return "variant-" + "-".join(x.split(" (")[0].replace(" ", "_") for x in key)
+
+
 def trained_variant_lines(runs: dict, per_seed: dict, default: tuple[str, str, str], specs: str) -> list[str]:  # type: ignore[type-arg]
     """Train each named variant's groups per seed exactly as the pipeline trains its own (same budget
     rule, same group seeds; ``baselines/variant-<score>-<norm>-<affinity>/``; a variant whose partition
@@ -435,12 +440,12 @@ def trained_variant_lines(runs: dict, per_seed: dict, default: tuple[str, str, s
             if canon(g) == canon(own):
                 same[key] += 1
             else:
-                parts["variant-" + "-".join(x.split(" (")[0].replace(" ", "_") for x in key)] = g
+                parts[variant_where(key)] = g
         trained = pipeline.train_partitions(run, parts, "variants")
         mean_own = float(np.mean(list(trained[None].values())))
         values[default].append(mean_own)
         for key in chosen:
-            where = "variant-" + "-".join(x.split(" (")[0].replace(" ", "_") for x in key)
+            where = variant_where(key)
             values[key].append(float(np.mean(list(trained[where].values()))) if where in trained else mean_own)
         gj = run.store.groupings_file(run.config.groups.budget)
         if gj.exists():
