@@ -1,12 +1,14 @@
 """How long `policygradex run --preset smoke` takes on every family (issue 16: "seconds to a minute").
 
     python benchmarks/bench_smoke.py [--families a,b] [--archs mlp,sm] [--timeout 600] [--beside "what else ran"]
+        [--run-args "--estimate.score surrogate"] [--out FILE]
 
 Each family runs the whole pipeline once through the CLI (one process, one torch thread, serial
 executor) into a temporary directory; the table gives the wall-clock of the run and of each stage (from
 the run's ``timings.json``) and the mean score of θ* and of the group policies (``results.json``). With
 ``--archs`` every family runs once per policy architecture (``--meta.arch``; issue 14). A run still going
-after ``--timeout`` seconds is stopped and reported as such.
+after ``--timeout`` seconds is stopped and reported as such. ``--run-args`` are added to every run's
+command line (e.g. rollout-free scores where rollouts are too slow for a smoke run, as on Meta-World).
 Writes ``benchmarks/results/smoke.md``.
 """
 
@@ -17,6 +19,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is stopped")
     ap.add_argument("--beside", default="", help="what else ran on the machine meanwhile (for the table)")
     ap.add_argument("--archs", default="mlp", help="comma-separated --meta.arch values (default: mlp)")
+    ap.add_argument("--run-args", default="", help="more `policygradex run` arguments for every run (one string)")
     ap.add_argument("--out", type=Path, default=RESULTS / "smoke.md")
     args = ap.parse_args()
     names = args.families.split(",") if args.families else families()
@@ -46,8 +50,10 @@ def main() -> None:
 
     def write() -> None:
         regen = "".join(f" --{k} {v}" for k, v in (("families", args.families), ("archs", args.archs)) if v and v != "mlp")
+        regen += f' --run-args "{args.run_args}"' if args.run_args else ""
+        regen += f" --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}" if args.out != RESULTS / "smoke.md" else ""
         lines = [
-            "# `policygradex run --preset smoke` on every family",
+            f"# `policygradex run --preset smoke{' ' + args.run_args if args.run_args else ''}` on every family",
             "",
             f"Regenerate: `python benchmarks/bench_smoke.py{regen}` ({dt.date.today().isoformat()}; {platform.node()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}; one process, one torch thread, serial "
@@ -65,7 +71,8 @@ def main() -> None:
         for arch in args.archs.split(","):
             with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
                 out = Path(tmp) / "run"
-                cmd = [CLI, "run", "--family", name, "--out", str(out), "--preset", "smoke", "--meta.arch", arch]
+                cmd = [CLI, "run", "--family", name, "--out", str(out), "--preset", "smoke", "--meta.arch", arch,
+                       *shlex.split(args.run_args)]
                 start = time.perf_counter()
                 try:
                     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
