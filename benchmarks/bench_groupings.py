@@ -16,6 +16,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,6 +94,7 @@ def main() -> None:
     for s in res["seeds"]:
         v = res["per_seed"][str(s)]
         lines.append(f"| {s} | " + " | ".join(f"{v[m]:.1f}" for m in res["summary"]) + f" | `{res['groups'][str(s)]['estimated']}` |")
+    lines += truth_agreement_lines(res, family.n)
     if suffix_rule := (args.budget if args.budget and args.budget != cfg.groups.budget else None):
         lines += other_rule_lines(args.work, res, cfg.groups.budget, suffix_rule)
     lines.append("")
@@ -100,6 +102,38 @@ def main() -> None:
     out = args.out or Path(f"benchmarks/results/groupings_{args.family}{suffix}.md")
     write_text(out, "\n".join(lines))
     print("\n".join(lines))
+
+
+def truth_agreement_lines(res: dict[str, Any], n: int) -> list[str]:
+    """How close each grouping comes to the ground-truth grouping, per seed (NMI), where every seed has one:
+    the estimate's agreement with the truth over seeds, beside the cheap baselines' (issue #12)."""
+    from policygradex.analysis.agreement import nmi
+    from policygradex.analysis.stats import mean_ci, paired_comparison
+
+    groups = [res["groups"][str(s)] for s in res["seeds"]]
+    if not all("ground-truth" in g for g in groups):
+        return []
+    names = [m for m in groups[0] if m not in ("ground-truth", "one-group", "single-task") and all(m in g for g in groups)]
+    values = {m: [nmi(g[m], g["ground-truth"], n) for g in groups] for m in names}
+    rand = [name for name in names if name.startswith("random-")]
+    if rand:
+        values["random"] = [sum(values[m][j] for m in rand) / len(rand) for j in range(len(groups))]
+        names = [m for m in names if m not in rand] + ["random"]
+    lines = ["", "Agreement with each seed's ground-truth grouping (NMI of the partitions; k = 1 and k = n are left out: "
+             "their NMI to any partition is fixed by its shape), and the estimated grouping's NMI minus each "
+             "baseline's, paired by seed:", "",
+             "| grouping | NMI per seed | mean | 95% CI | estimated − this | 95% CI | seeds ahead |",
+             "|---|---|---:|---|---:|---|---:|"]
+    for m in names:
+        v = values[m]
+        ci = mean_ci(v)
+        interval = "–" if ci.n < 2 else f"[{ci.low:.2f}, {ci.high:.2f}]"
+        paired = " | | "
+        if m != "estimated" and len(v) > 1:
+            pc = paired_comparison(values["estimated"], v)
+            paired = f"{pc.diff.mean:+.2f} | [{pc.diff.low:+.2f}, {pc.diff.high:+.2f}] | {pc.wins:.0%}"
+        lines.append(f"| {grouping_label(m)} | {', '.join(f'{x:.2f}' for x in v)} | {ci.mean:.2f} | {interval} | {paired} |")
+    return lines
 
 
 def other_rule_lines(work: Path, res: dict, default_rule: str, rule: str) -> list[str]:  # type: ignore[type-arg]
