@@ -112,35 +112,40 @@ def run_item(item: Item, _shared: None) -> list[dict[str, Any]]:
                   "eval_episodes": item.eval_episodes}
         out = open_run_dir(item.directory, config)
         res = train_into(out, family, list(range(n)), ppo, policy, item.seed, item.eval_episodes, tensorboard=False)
-        record = read_json(eval_path(out))
+        steps, seconds = trained(out)
         score = res.evaluation.score(family.metric)
         return [{"method": item.name, "seed": item.seed, "reused": res.resumed, "score": [float(score[i]) for i in range(n)],
-                 "env_steps": int(record["env_steps"]), "train_seconds": float(record["wall_seconds"]),
+                 "env_steps": steps, "train_seconds": seconds,
                  "extra_steps": 0, "groups": None}]
     reused = (Path(item.directory) / "results.json").exists()
     result = pipeline.run(family, run_config(item), item.directory, threads=1)
     run = pipeline.reopen(item.directory)
     assert result.group_scores is not None and result.meta_scores is not None and result.groups is not None
-    timings = read_json(Path(item.directory) / "timings.json")
-    extra = run.config.features.samples_per_task * n
+    meta_steps, meta_seconds = trained(run.store.meta_dir)
+    steps, seconds = trained(*(run.store.group_dir(g) for g in range(len(result.groups))))
     rows = [
         {"method": item.name, "seed": item.seed, "reused": reused, "score": [float(result.group_scores[i]) for i in range(n)],
-         "env_steps": 2 * item.meta_steps, "train_seconds": float(timings["meta"] + timings["groups"]),
-         "extra_steps": extra, "groups": result.groups,
-         "stage_seconds": {k: float(v) for k, v in timings.items()}},
+         "env_steps": meta_steps + steps, "train_seconds": meta_seconds + seconds,
+         "extra_steps": run.config.features.samples_per_task * n, "groups": result.groups},
         {"method": f"theta-{item.arch}", "seed": item.seed, "reused": reused, "score": [float(result.meta_scores[i]) for i in range(n)],
-         "env_steps": item.meta_steps, "train_seconds": float(timings["meta"]), "extra_steps": 0, "groups": None},
+         "env_steps": meta_steps, "train_seconds": meta_seconds, "extra_steps": 0, "groups": None},
     ]
     if item.random_arch == item.arch:
-        reused = all(is_trained(run.store.group_dir(g, "random-0")) for g in range(item.k))
         groups = random_partition(n, item.k, seed=random_partition_seed(item.seed, 0))
+        where = [run.store.group_dir(g, "random-0") for g in range(len(groups))]
+        reused = all(is_trained(d) for d in where)
         scores = pipeline.train_partitions(run, {"random-0": groups}, "groupings")["random-0"]
-        group_seconds = sum(float(read_json(eval_path(run.store.group_dir(g, "random-0")))["wall_seconds"])
-                            for g in range(len(groups)))
+        steps, seconds = trained(*where)
         rows.append({"method": f"random-{item.arch}", "seed": item.seed, "reused": reused, "score": [float(scores[i]) for i in range(n)],
-                     "env_steps": 2 * item.meta_steps, "train_seconds": float(timings["meta"]) + group_seconds,
-                     "extra_steps": 0, "groups": groups})
+                     "env_steps": meta_steps + steps, "train_seconds": meta_seconds + seconds, "extra_steps": 0,
+                     "groups": groups})
     return rows
+
+
+def trained(*directories: Path) -> tuple[int, float]:
+    """Env steps and seconds of training (evaluation excluded) of the policies trained in ``directories``."""
+    records = [read_json(eval_path(d)) for d in directories]
+    return sum(int(r["env_steps"]) for r in records), sum(float(r["wall_seconds"]) for r in records)
 
 
 def _ci(values: list[float]) -> str:
@@ -180,7 +185,8 @@ def report(args: argparse.Namespace, family: tasks.TaskFamily, methods: list[str
         f"Produced by `{cmd}`. At the paper's scale on a bigger machine, raise `--meta-steps` (Meta-World's "
         "baselines train for 10⁷–2·10⁷ env steps per method), `--seeds` and `--workers`.",
         "",
-        f"- **Budget: {2 * args.meta_steps:,} env steps of PPO over all {family.n} tasks for every method.** Single "
+        f"- **Budget: {2 * args.meta_steps:,} env steps of PPO over all {family.n} tasks for every method** (the "
+        "column \"env steps trained\" gives what each trained: whole rollouts, so a little below). Single "
         f"policies train from scratch for all of it; PolicyGradEx and the random grouping meta-train θ* for "
         f"{args.meta_steps:,} steps and fine-tune each group from θ* for {args.meta_steps:,} × |group| / {family.n} "
         f"(k = {args.k}); PolicyGradEx also collects {extra} transitions for its gradient features and scores subsets "
@@ -200,20 +206,21 @@ def report(args: argparse.Namespace, family: tasks.TaskFamily, methods: list[str
         f"- {len(rows)} of {len(methods) * len(seeds)} results; this invocation {time.perf_counter() - started:.0f} s "
         f"of wall-clock ({sum(1 for r in rows.values() if r['reused'])} reused from earlier invocations).",
         "",
-        "| method | per seed | mean ± CI | paper (SAC) | env-steps/s | train s |",
-        "|---|---|---:|---:|---:|---:|",
+        "| method | per seed | mean ± CI | paper (SAC) | env steps trained | env-steps/s | train s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for m in methods:
         got = [rows[(m, s)] for s in seeds if (m, s) in rows]
         paper = f"{PAPER[m]:.1f}%" if m in PAPER else "–"
         if not got:
-            lines.append(f"| {label(m, args.meta_steps)} | — | — | {paper} | — | — |")
+            lines.append(f"| {label(m, args.meta_steps)} | — | — | {paper} | — | — | — |")
             continue
         means = [100 * float(np.mean(r["score"])) for r in got]
         sps = np.mean([r["env_steps"] / r["train_seconds"] for r in got if r["train_seconds"] > 0])
         secs = np.mean([r["train_seconds"] for r in got])
+        steps = np.mean([r["env_steps"] for r in got])
         lines.append(f"| {label(m, args.meta_steps)} | {', '.join(f'{v:.1f}%' for v in means)} | {_ci(means)} | "
-                     f"{paper} | {sps:,.0f} | {secs:,.0f} |")
+                     f"{paper} | {steps:,.0f} | {sps:,.0f} | {secs:,.0f} |")
     lines += ["", "Success rate per task (mean over the finished seeds):", "",
               "| task | " + " | ".join(m for m in methods) + " |", "|---|" + "---:|" * len(methods)]
     for i, task in enumerate(family.tasks):
