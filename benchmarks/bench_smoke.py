@@ -53,7 +53,7 @@ def main() -> None:
         regen += f' --run-args "{args.run_args}"' if args.run_args else ""
         regen += f" --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}" if args.out != RESULTS / "smoke.md" else ""
         lines = [
-            f"# `policygradex run --preset smoke{' ' + args.run_args if args.run_args else ''}` on every family",
+            f"# `policygradex run --preset smoke{' ' + args.run_args if args.run_args else ''}` on {'these families' if args.families else 'every family'}",
             "",
             f"Regenerate: `python benchmarks/bench_smoke.py{regen}` ({dt.date.today().isoformat()}; {platform.node()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}; one process, one torch thread, serial "
