@@ -94,6 +94,11 @@ def main() -> None:
     for s in res["seeds"]:
         v = res["per_seed"][str(s)]
         lines.append(f"| {s} | " + " | ".join(f"{v[m]:.1f}" for m in res["summary"]) + f" | `{res['groups'][str(s)]['estimated']}` |")
+    shown = [m for m in ("ground-truth", "gradient-similarity", "tag") if all(m in res["groups"][str(s)] for s in res["seeds"])]
+    if shown:
+        lines += ["", "Partitions per seed (the estimated one is in the table above):", "",
+                  "| seed | " + " | ".join(shown) + " |", "|---:|" + "---|" * len(shown)]
+        lines += [f"| {s} | " + " | ".join(f"`{res['groups'][str(s)][m]}`" for m in shown) + " |" for s in res["seeds"]]
     lines += truth_agreement_lines(res, family.n)
     if suffix_rule := (args.budget if args.budget and args.budget != cfg.groups.budget else None):
         lines += other_rule_lines(args.work, res, cfg.groups.budget, suffix_rule)
