@@ -120,6 +120,9 @@ def variant_rows(run: pipeline.Run, norms: str, episodes: int, executor) -> list
     θ*, features and fits): its grouping, NMI to the truth and to the planted groups, agreement with the
     truth and with the run's rollout scores, no-signal tasks and compute seconds."""
     store, cfg, n = run.store, run.config, run.family.n
+    if cfg.estimate.score != "rollout":
+        raise SystemExit(f"error: the run {run.dir} scored f(S, i) by '{cfg.estimate.score}'; the estimator study compares "
+                         "every variant with the run's own rollout scores: make it with --estimate.score rollout")
     subsets = store.load_subsets()
     member = membership(subsets, n)
     has_truth = store.has_truth()  # without one, only the agreement with the run's rollout scores is reported
@@ -201,7 +204,7 @@ def main() -> None:
     ap.add_argument("--train", default="",
                     help="with --over-seeds: also train the groups of these variants like the pipeline's own "
                          "(SCORE:NORM:AFFINITY, comma-separated, e.g. surrogate:0.05:task,rollout:0.1:task) and "
-                         "compare their mean return with the default variant's, paired by seed")
+                         "compare their mean return with the runs' own (rollout-scored) grouping's, paired by seed")
     ap.add_argument("--norms", default="0.01,0.02,0.1", help="extra ‖Δθ‖/‖θ*‖ for rollout scores (the run's own is always in)")
     ap.add_argument("--episodes", type=int, default=0, help="also rollout scores with this many episodes (0: no)")
     ap.add_argument("--executor", default="serial", choices=["serial", "process"])
@@ -240,7 +243,7 @@ def main() -> None:
         "",
         f"Produced by `.venv/bin/python benchmarks/bench_estimator.py --run DIR --norms {shlex.quote(args.norms)}"
         f"{' --episodes ' + str(args.episodes) if args.episodes else ''} --executor {args.executor}` on the run "
-        f"`policygradex run --family {run.family.name} --seed {cfg.seed}` (defaults: meta-training {cfg.meta.ppo.total_steps:,} "
+        f"`policygradex run --family {run.family.name} --seed {cfg.seed} --estimate.score rollout` (defaults otherwise: meta-training {cfg.meta.ppo.total_steps:,} "
         f"env steps, {cfg.features.samples_per_task} samples per task, d = {cfg.features.d}, m = {len(subsets)} subsets of "
         f"{e.subset_size}, λ = {e.l2}, k = {cfg.k}, {cfg.method}). Machine for the variants: "
         f"{platform.processor() or platform.machine()}, 1 torch thread per process, torch {torch.__version__}."
@@ -294,18 +297,20 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
     """Every variant of :func:`variant_rows` on each run DIR/seed_<s>/ (made first with ``--family`` and
     ``--seeds`` where missing), then per variant: the mean and 95% t interval over the seeds of its NMI to
     the truth (seeds with a ground truth), its NMI to the planted groups (planted families), its within-task
-    Spearman to the truth and its affinity correlation; and its NMI paired by seed against the pipeline's
-    default variant (the difference, its interval and the seeds won). Writes
+    Spearman to the truth and its affinity correlation; and its NMI paired by seed against the runs' own
+    variant, rollout scores (the difference, its interval and the seeds won). Writes
     ``benchmarks/results/estimator_<family>-seeds.md``."""
     from policygradex import tasks
     from policygradex.analysis.stats import mean_ci, paired_comparison
-    from policygradex.config import RunConfig
+    from policygradex.config import EstimateConfig, RunConfig
 
     root: Path = args.over_seeds
     if args.family:
         family = tasks.make(args.family)
         for s in range(args.seeds):
-            pipeline.run(family, RunConfig(seed=s, executor=args.executor, workers=args.workers), root / f"seed_{s}")
+            # rollout scores (not the pipeline's default): every variant is compared with the run's own rollout scores
+            pipeline.run(family, RunConfig(seed=s, executor=args.executor, workers=args.workers,
+                                           estimate=EstimateConfig(score="rollout")), root / f"seed_{s}")
     dirs = sorted((d for d in root.glob("seed_*") if (d / "config.json").exists()), key=lambda d: int(d.name.split("_")[1]))
     if not dirs:
         raise SystemExit(f"error: no run folders {root}/seed_<s>/; make them with --family F --seeds N")
@@ -322,7 +327,7 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
     seeds = sorted(per_seed)
     first = runs[seeds[0]]
     cfg = first.config
-    default = (f"rollout ({cfg.estimate.episodes} ep.)", f"{cfg.estimate.relative_norm:g}", cfg.estimate.affinity)
+    own = (f"rollout ({cfg.estimate.episodes} ep.)", f"{cfg.estimate.relative_norm:g}", cfg.estimate.affinity)
     keys = [k for k in per_seed[seeds[0]] if all(k in per_seed[s] for s in seeds)]
     planted = first.family.planted_groups is not None
     truth_seeds = [s for s in seeds if per_seed[s][keys[0]]["nmi"] is not None]
@@ -335,9 +340,9 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
         return f"{iv.mean:.3f}" + (f" [{iv.low:.2f}, {iv.high:.2f}]" if len(v) > 1 else "")
 
     def paired(key, field: str, among: list[int]) -> str:  # type: ignore[no-untyped-def]
-        if key == default or len(among) < 2:
+        if key == own or len(among) < 2:
             return "–"
-        pc = paired_comparison([per_seed[s][key][field] for s in among], [per_seed[s][default][field] for s in among])
+        pc = paired_comparison([per_seed[s][key][field] for s in among], [per_seed[s][own][field] for s in among])
         return f"{pc.diff.mean:+.3f} [{pc.diff.low:+.2f}, {pc.diff.high:+.2f}], {pc.wins:.0%} won"
 
     target = "truth" if truth_seeds else "planted"
@@ -350,7 +355,7 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
         f"{' --episodes ' + str(args.episodes) if args.episodes else ''}{' --train ' + args.train if args.train else ''} "
         f"--executor {args.executor}`: every variant of the "
         f"single-run study (`bench_estimator.py --run`) on each of the runs DIR/seed_<s>/ (seeds {seeds}; the pipeline's "
-        f"defaults: meta-training {cfg.meta.ppo.total_steps:,} env steps, d = {cfg.features.d}, λ = {cfg.estimate.l2}, "
+        f"defaults except f(S, i) scored by rollouts: meta-training {cfg.meta.ppo.total_steps:,} env steps, d = {cfg.features.d}, λ = {cfg.estimate.l2}, "
         f"k = {cfg.k}, {cfg.method}), re-scored from each run's own θ*, features and fits. Machine: "
         f"{platform.processor() or platform.machine()}, 1 torch thread per process, torch {torch.__version__}."
         + (f" Conditions: {args.note}" if args.note else ""),
@@ -360,11 +365,12 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
            if ceilings else "")
         + (f"; planted groups `{first.family.planted_groups}`." if planted else "."),
         "",
-        f"Each cell: mean over seeds [95% t interval]. \"vs default\": the variant's NMI to the {target} minus the "
-        f"default's (`{default[0]}`, ‖Δθ‖ = {default[1]}·‖θ*‖, `{default[2]}` affinity), paired by seed.",
+        f"Each cell: mean over seeds [95% t interval]. \"vs rollout\": the variant's NMI to the {target} minus that of "
+        f"the runs' own scores (`{own[0]}`, ‖Δθ‖ = {own[1]}·‖θ*‖, `{own[2]}` affinity; the pipeline's default until "
+        "the default became `surrogate` on this study's evidence), paired by seed.",
         "",
         "| score | ‖Δθ‖/‖θ*‖ | affinity | NMI vs truth | " + ("NMI vs planted | " if planted else "")
-        + f"vs default (NMI vs {target}) | within-task Spearman vs truth | U corr. vs truth | no-signal tasks (task: seeds flagged) | compute (s) |",
+        + f"vs rollout (NMI vs {target}) | within-task Spearman vs truth | U corr. vs truth | no-signal tasks (task: seeds flagged) | compute (s) |",
         "|---|---|---|---:|" + ("---:|" if planted else "") + "---|---:|---:|---|---:|",
     ]
     for key in keys:
@@ -374,14 +380,14 @@ def over_seeds(args: argparse.Namespace) -> None:  # noqa: C901 (one table, read
                 counts[t] = counts.get(t, 0) + 1
         flat = ", ".join(f"{t}: {c}/{len(seeds)}" for t, c in sorted(counts.items())) or "–"
         secs = np.mean([per_seed[s][key]["seconds"] for s in seeds])
-        name = f"**{key[0]}**" if key == default else key[0]
+        name = f"**{key[0]}**" if key == own else key[0]
         lines.append(
             f"| {name} | {key[1]} | {key[2]} | {stat(key, 'nmi', truth_seeds)} | "
             + (f"{stat(key, 'planted', seeds)} | " if planted else "")
             + f"{paired(key, 'nmi' if truth_seeds else 'planted', among)} | {stat(key, 'within', truth_seeds)} | "
             f"{stat(key, 'u_corr', truth_seeds)} | {flat} | {secs:.0f} |")
     if args.train:
-        lines += trained_variant_lines(runs, per_seed, default, args.train)
+        lines += trained_variant_lines(runs, per_seed, own, args.train)
     lines += ["", "Per seed (NMI vs " + target + "):", "",
               "| score | ‖Δθ‖/‖θ*‖ | affinity | " + " | ".join(f"seed {s}" for s in among) + " |",
               "|---|---|---|" + "---:|" * len(among)]
@@ -412,11 +418,11 @@ def variant_where(key: tuple[str, str, str]) -> str:
     return "variant-" + "-".join(x.split(" (")[0].replace(" ", "_") for x in key)
 
 
-def trained_variant_lines(runs: dict, per_seed: dict, default: tuple[str, str, str], specs: str) -> list[str]:  # type: ignore[type-arg]
+def trained_variant_lines(runs: dict, per_seed: dict, reference: tuple[str, str, str], specs: str) -> list[str]:  # type: ignore[type-arg]
     """Train each named variant's groups per seed exactly as the pipeline trains its own (same budget
     rule, same group seeds; ``baselines/variant-<score>-<norm>-<affinity>/``; a variant whose partition
-    is the pipeline's own reuses its policies), then each variant's mean return against the default
-    variant's, paired by seed, beside gradient similarity and random grouping where compare-groupings
+    is the pipeline's own reuses its policies), then each variant's mean return against the runs' own
+    variant's (``reference``), paired by seed, beside gradient similarity and random grouping where compare-groupings
     ran (each seed's ``groupings.json``)."""
     from policygradex.analysis.stats import mean_ci, paired_comparison
     from policygradex.report import grouping_label
@@ -428,7 +434,7 @@ def trained_variant_lines(runs: dict, per_seed: dict, default: tuple[str, str, s
     def canon(groups: list[list[int]]) -> list[list[int]]:
         return sorted(sorted(g) for g in groups)
 
-    values: dict[tuple[str, str, str], list[float]] = {k: [] for k in [default, *chosen]}
+    values: dict[tuple[str, str, str], list[float]] = {k: [] for k in [reference, *chosen]}
     same: dict[tuple[str, str, str], int] = {k: 0 for k in chosen}
     ref: dict[str, list[float]] = {}
     for s in seeds:
@@ -443,39 +449,51 @@ def trained_variant_lines(runs: dict, per_seed: dict, default: tuple[str, str, s
                 parts[variant_where(key)] = g
         trained = pipeline.train_partitions(run, parts, "variants")
         mean_own = float(np.mean(list(trained[None].values())))
-        values[default].append(mean_own)
+        values[reference].append(mean_own)
         for key in chosen:
             where = variant_where(key)
             values[key].append(float(np.mean(list(trained[where].values()))) if where in trained else mean_own)
         gj = run.store.groupings_file(run.config.groups.budget)
         if gj.exists():
             g = read_json(gj)
-            for name in ("gradient-similarity", "tag"):
+            for name in ("gradient-similarity", "tag", "ground-truth"):
                 if name in g["partitions"]:
                     ref.setdefault(name, []).append(float(g["partitions"][name]["mean"]))
             ref.setdefault("random", []).append(float(g["random_mean"]))
     lines = ["", f"**Group policies trained from each variant's grouping** (mean return over the tasks, each task "
              f"scored with its group's policy; the pipeline's group training, budget rule `{runs[seeds[0]].config.groups.budget}`), "
-             f"over seeds {seeds}, against the default variant's grouping (the pipeline's own), paired by seed:", "",
-             "| grouping from | mean return [95% CI] | − default, paired [95% CI] | seeds won | seeds with the default's partition |",
+             f"over seeds {seeds}, against the runs' own grouping (rollout scores), paired by seed:", "",
+             "| grouping from | mean return [95% CI] | − the runs' own, paired [95% CI] | seeds won | seeds with the runs' own partition |",
              "|---|---:|---|---:|---:|"]
-    for key in [default, *chosen]:
+    for key in [reference, *chosen]:
         v = values[key]
         iv = mean_ci(v)
         name = " · ".join(key)
-        if key == default:
-            lines.append(f"| **{name}** (default) | {iv.mean:.1f} [{iv.low:.1f}, {iv.high:.1f}] | | | |")
+        if key == reference:
+            lines.append(f"| **{name}** (the runs' own) | {iv.mean:.1f} [{iv.low:.1f}, {iv.high:.1f}] | | | |")
             continue
-        pc = paired_comparison(v, values[default])
+        pc = paired_comparison(v, values[reference])
         lines.append(f"| {name} | {iv.mean:.1f} [{iv.low:.1f}, {iv.high:.1f}] | {pc.diff.mean:+.1f} "
                      f"[{pc.diff.low:+.1f}, {pc.diff.high:+.1f}] | {pc.wins:.0%} | {same[key]}/{len(seeds)} |")
     for name, v in ref.items():
         if len(v) != len(seeds):
             continue
         iv = mean_ci(v)
-        pc = paired_comparison(v, values[default])
+        pc = paired_comparison(v, values[reference])
         lines.append(f"| {grouping_label(name)} (compare-groupings) | {iv.mean:.1f} [{iv.low:.1f}, {iv.high:.1f}] | "
                      f"{pc.diff.mean:+.1f} [{pc.diff.low:+.1f}, {pc.diff.high:+.1f}] | {pc.wins:.0%} | |")
+    baselines = [name for name, v in ref.items() if len(v) == len(seeds)]
+    if baselines and len(seeds) > 1:
+        # Where each variant's groups stand against each baseline grouping: the same seeds, paired.
+        lines += ["", "Each variant's groups minus each baseline grouping, paired by seed (mean [95% CI], seeds won):", "",
+                  "| grouping from | " + " | ".join(f"− {grouping_label(b)}" for b in baselines) + " |",
+                  "|---|" + "---|" * len(baselines)]
+        for key in [reference, *chosen]:
+            cells = []
+            for b in baselines:
+                pc = paired_comparison(values[key], ref[b])
+                cells.append(f"{pc.diff.mean:+.1f} [{pc.diff.low:+.1f}, {pc.diff.high:+.1f}], {pc.wins:.0%}")
+            lines.append(f"| {' · '.join(key)} | " + " | ".join(cells) + " |")
     return lines
 
 

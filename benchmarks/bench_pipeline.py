@@ -3,7 +3,7 @@ comparison of the paper's main table (one policy for all tasks, random and gradi
 each trained exactly like the estimated groups). Writes ``benchmarks/results/pipeline_<family>.md``.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--family cartpole-10] [--seed 0] [--executor serial]
-        [--compare --random-seeds 2] [--work DIR] [--meta-steps N] [--score surrogate] ...
+        [--compare --random-seeds 2] [--work DIR] [--meta-steps N] [--score rollout] ...
 
 ``--work DIR`` keeps the run directory: a killed benchmark resumes where it stopped (the stage
 timings of earlier processes are kept in ``DIR/bench_timings.json``).
@@ -74,7 +74,8 @@ def main() -> None:
     ap.add_argument("--meta-steps", type=int, default=None, help="meta-training env steps (default: the family's)")
     ap.add_argument("--samples-per-task", type=int, default=None)
     ap.add_argument("--num-subsets", type=int, default=None)
-    ap.add_argument("--score", default="rollout", choices=["rollout", "surrogate"])
+    ap.add_argument("--score", default=None, choices=["rollout", "surrogate", "objective"],
+                    help="how f(S, i) is scored (default: the pipeline's, surrogate)")
     ap.add_argument("--episodes", type=int, default=None, help="rollout episodes per (subset, task)")
     ap.add_argument("--eval-episodes", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None)
@@ -87,7 +88,8 @@ def main() -> None:
         k=args.k, seed=args.seed, preset=args.preset, executor=args.executor, workers=args.workers,
         meta=pipeline.MetaConfig(total_steps=args.meta_steps),
         features=pipeline.FeatureConfig(samples_per_task=args.samples_per_task),
-        estimate=pipeline.EstimateConfig(num_subsets=args.num_subsets, score=args.score, episodes=args.episodes),
+        estimate=pipeline.EstimateConfig(num_subsets=args.num_subsets, episodes=args.episodes,
+                                         **({"score": args.score} if args.score else {})),
         groups=pipeline.GroupConfig(eval_episodes=args.eval_episodes),
     )
     run = pipeline.open_run(family, cfg, work)
@@ -112,7 +114,7 @@ def main() -> None:
              f"--executor {args.executor}"]
     flags += [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
               if k in ("meta_steps", "samples_per_task", "num_subsets", "episodes") and v is not None]
-    if args.score != "rollout":
+    if args.score is not None:
         flags.append(f"--score {args.score}")
     if args.eval_episodes != 20:
         flags.append(f"--eval-episodes {args.eval_episodes}")
@@ -122,7 +124,8 @@ def main() -> None:
         flags.append(f"--out {args.out}")
     scoring = f"rollout ({e.episodes} episodes per task)" if e.score == "rollout" else "the rollout-free first-order surrogate"
     lines = [
-        f"# `policygradex run --family {args.family}` end to end",
+        f"# `policygradex run --family {args.family}"
+        f"{f' --estimate.score {e.score}' if e.score != pipeline.EstimateConfig().score else ''}` end to end",
         "",
         f"Produced by `.venv/bin/python benchmarks/bench_pipeline.py {' '.join(flags)}`. Machine: "
         f"{platform.processor() or platform.machine()}, 2 cores, 1 torch thread, Python {platform.python_version()}, "

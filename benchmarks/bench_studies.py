@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--gt-steps", type=int, default=None, help="PPO env steps per subset for the ground truth")
     ap.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
+    ap.add_argument("--score", default=None, choices=["rollout", "surrogate", "objective"],
+                    help="how the base run scores f(S, i) (default: the pipeline's, surrogate)")
     ap.add_argument("--ablations", default="d,m,k,depth", help="comma list of d, m, k, depth (empty for none)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -60,7 +62,8 @@ def main() -> None:
     family = tasks.make(args.family)
     work = Path(tempfile.mkdtemp(prefix="pgx-studies-"))
     t_all = time.perf_counter()
-    cfg = pipeline.RunConfig(k=args.k, seed=args.seed, preset=args.preset, executor=args.executor)
+    cfg = pipeline.RunConfig(k=args.k, seed=args.seed, preset=args.preset, executor=args.executor,
+                             estimate=pipeline.EstimateConfig(**({"score": args.score} if args.score else {})))
     res = pipeline.run(family, cfg, work / "base")
     run = pipeline.reopen(work / "base")
     ax = studies.approx_error(run)
@@ -76,7 +79,8 @@ def main() -> None:
         f"# Does the estimate hold? `{args.family}`",
         "",
         f"Produced by `.venv/bin/python benchmarks/bench_studies.py --family {args.family} --preset {args.preset} --seed {args.seed} "
-        f"--k {args.k}{' --gt-steps ' + str(args.gt_steps) if args.gt_steps else ''} --executor {args.executor}` "
+        f"--k {args.k}{' --gt-steps ' + str(args.gt_steps) if args.gt_steps else ''}{' --score ' + args.score if args.score else ''} "
+        f"--executor {args.executor}` "
         f"on {platform.processor() or platform.machine()} (2 cores, 1 torch thread per process), torch {torch.__version__}.",
         "",
         f"Base run: meta-training {c.meta.ppo.total_steps:,} env steps; {c.features.samples_per_task} samples per task; "

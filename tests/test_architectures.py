@@ -364,7 +364,8 @@ def test_run_trains_meta_and_group_policies_with_the_architecture(tmp_path, caps
     capsys.readouterr()
     other = [("sm" if a == "moore" else a) for a in args]
     assert main(other) == 2
-    assert "holds another run (its config differs in: meta)" in capsys.readouterr().err
+    assert ('holds another run (its config differs in: meta.policy.arch: "moore" there, "sm" here)'
+            in capsys.readouterr().err)
 
 
 def test_train_command_takes_the_architecture(tmp_path):

@@ -92,3 +92,18 @@ def test_bad_checkpoints_and_foreign_directories(tmp_path):
     (tmp_path / "junk" / "notes.txt").write_text("mine")
     code, _, err = run_cli(*TOY_TRAIN, "--out", str(tmp_path / "junk"))
     assert code == 2 and "holds no policygradex run" in err
+
+
+def test_another_run_names_each_differing_setting_with_both_values(tmp_path):
+    from policygradex.errors import PolicyGradExError
+    from policygradex.rundir import open_run_dir
+
+    made = {"seed": 0, "estimate": {"score": "rollout", "l2": 0.01}, "meta": {"policy": {"arch": "mlp"}}}
+    open_run_dir(tmp_path / "run", made)
+    asked = {"seed": 0, "estimate": {"score": "surrogate", "l2": 0.01}, "meta": {"policy": {"arch": "mlp", "experts": 4}}}
+    with pytest.raises(PolicyGradExError) as err:
+        open_run_dir(tmp_path / "run", asked)
+    assert ('its config differs in: estimate.score: "rollout" there, "surrogate" here; '
+            'meta.policy.experts: unset there, 4 here)') in str(err.value)
+    assert "pass that run's settings to resume it" in str(err.value)
+    assert open_run_dir(tmp_path / "run", made) == tmp_path / "run"  # its own settings still resume it

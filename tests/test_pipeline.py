@@ -42,7 +42,7 @@ def test_smoke_run_recovers_planted_groups_and_writes_everything(tmp_path):
     report = (d / "report.md").read_text()
     assert "recovered exactly" in report and "| **mean** |" in report
     results = json.loads((d / "results.json").read_text())
-    assert len(results["tasks"]) == 6 and results["score_mode"] == "rollout"
+    assert len(results["tasks"]) == 6 and results["score_mode"] == "surrogate"  # the default score
     groups = json.loads((d / "groups.json").read_text())
     assert groups["k"] == 3 and groups["method"] == "sdp"
 
@@ -55,19 +55,20 @@ def test_planted_groups_recovered_across_seeds(tmp_path, seed):
     assert _canonical(res.groups) == _canonical(family.planted_groups)
 
 
-def test_surrogate_mode_recovers_planted_groups(tmp_path):
+def test_rollout_mode_recovers_planted_groups(tmp_path):
     family = tasks.make("planted-toy")
-    cfg = pipeline.RunConfig(preset="smoke", estimate=pipeline.EstimateConfig(score="surrogate"))
+    cfg = pipeline.RunConfig(preset="smoke", estimate=pipeline.EstimateConfig(score="rollout"))
     res = pipeline.run(family, cfg, tmp_path / "run", stop_after="cluster")
     groups = json.loads((tmp_path / "run" / "groups.json").read_text())["groups"]
     assert res.groups == groups and _canonical(groups) == _canonical(family.planted_groups)
     assert res.stages[-1] == "cluster" and res.group_scores is None
-    assert '"mode": "surrogate"' in (tmp_path / "run" / "scores.jsonl").read_text()
+    assert '"mode": "rollout"' in (tmp_path / "run" / "scores.jsonl").read_text()
 
 
 def test_interrupted_run_resumes_to_identical_artifacts(tmp_path):
     family = tasks.make("planted-toy")
-    cfg = pipeline.RunConfig(preset="smoke", seed=4, estimate=pipeline.EstimateConfig(chunk=2))
+    # rollout scores: the stage that runs in chunks through the executor and checkpoints each one
+    cfg = pipeline.RunConfig(preset="smoke", seed=4, estimate=pipeline.EstimateConfig(score="rollout", chunk=2))
     pipeline.run(family, cfg, tmp_path / "full")
 
     calls = {"n": 0}

@@ -22,7 +22,8 @@ import torch
 
 RUN = [
     "run", "--family", "planted-toy", "--preset", "smoke", "--seed", "3",
-    "--meta.total-steps", "8192", "--estimate.chunk", "1", "--estimate.episodes", "8",
+    # rollout scores (not the default): the scoring that runs in checkpointed chunks, where a kill can land
+    "--meta.total-steps", "8192", "--estimate.score", "rollout", "--estimate.chunk", "1", "--estimate.episodes", "8",
     "--groups.total-steps", "2048", "--groups.eval-episodes", "4",
 ]
 # Rewritten by every `run`, on purpose: the report is regenerated from the finished artifacts.

@@ -185,10 +185,12 @@ class EstimateConfig:
     """L2 strength λ of the logistic fit (objective normalised by the total weight)."""
     relative_norm: float | None = 0.05
     """Rescale every Δθ_S to this fraction of ‖θ*‖ (None: keep the fitted norm)."""
-    score: ScoreMode = "rollout"
-    """How f(S, i) is measured: 'rollout' (returns of θ* + Δθ_S), 'surrogate' (rollout-free first-order
-    estimate of the return) or 'objective' (first-order change of each task's surrogate objective, with
-    centred advantages; needs no change in the raw return)."""
+    score: ScoreMode = "surrogate"
+    """How f(S, i) is measured: 'surrogate' (rollout-free first-order estimate of the return; the default,
+    chosen by the estimator study: on cartpole-10 its grouping's NMI to the ground truth is 0.885 over 5 seeds
+    against 0.700 with rollouts, at a fraction of the compute), 'rollout' (returns of θ* + Δθ_S, the paper's
+    policy evaluation) or 'objective' (first-order change of each task's surrogate objective, with centred
+    advantages; needs no change in the raw return)."""
     episodes: int | None = None
     """Rollout episodes per (subset, task) (default 32; 16 with the smoke preset)."""
     affinity: AffinityMode = "task"

@@ -219,11 +219,11 @@ def open_run_dir(out: str | os.PathLike[str], config: dict[str, Any]) -> Path:
             # A run made before features.projection (issue 11) used the Gaussian projection.
             config = {**config, "features": {k: v for k, v in wanted_feats.items() if k != "projection"}}
         if _normalise(existing) != _normalise(config):
-            old, new = _normalise(existing), _normalise(config)
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            diff = _differences(_normalise(existing), _normalise(config))
+            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise PolicyGradExError(
-                f"output directory {str(path)!r} holds another run (its config differs in: {', '.join(diff) or 'values'}); "
-                "choose a new --out or delete that directory"
+                f"output directory {str(path)!r} holds another run (its config differs in: {shown or 'values'}); "
+                "pass that run's settings to resume it, choose a new --out or delete that directory"
             )
         return path
     if path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
@@ -273,6 +273,23 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PolicyGradExError(f"{str(path)!r} is not a run configuration (a JSON object); delete {str(d)!r} or choose another --out")
     return data
+
+
+def _differences(there: dict[str, Any], here: dict[str, Any], prefix: str = "") -> list[str]:
+    """Each setting that differs between two normalised configs, as ``"section.key: <there> there, <here> here"``
+    (sorted by dotted name; sections are followed into, a missing value shows as ``unset``)."""
+    out = []
+    for key in sorted(set(there) | set(here)):
+        a, b = there.get(key), here.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        else:
+            def show(v: Any) -> str:
+                return "unset" if v is None else json.dumps(v)
+            out.append(f"{prefix}{key}: {show(a)} there, {show(b)} here")
+    return out
 
 
 def _normalise(config: dict[str, Any]) -> dict[str, Any]:
