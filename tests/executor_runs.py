@@ -30,7 +30,7 @@ def custom_config(**kw) -> pipeline.RunConfig:
     return pipeline.RunConfig(
         k=2, preset="smoke", seed=3,
         features=pipeline.FeatureConfig(samples_per_task=32, d=16, envs_per_task=1),
-        estimate=pipeline.EstimateConfig(episodes=2, chunk=2),
+        estimate=pipeline.EstimateConfig(score="rollout", episodes=2, chunk=2),  # rollout scoring: a parallel stage
         groups=pipeline.GroupConfig(total_steps=2048, eval_episodes=2), **kw,
     )
 
@@ -38,7 +38,7 @@ def custom_config(**kw) -> pipeline.RunConfig:
 def cartpole_config(**kw) -> pipeline.RunConfig:
     """cartpole-10 with the smoke preset, fewer evaluation episodes per score (the run is repeated per
     executor)."""
-    kw.setdefault("estimate", pipeline.EstimateConfig(episodes=4))
+    kw.setdefault("estimate", pipeline.EstimateConfig(score="rollout", episodes=4))  # rollout scoring runs in parallel
     return pipeline.RunConfig(preset="smoke", seed=0, **kw)
 
 

@@ -26,7 +26,7 @@ CFG = RunConfig(
     preset="smoke", seed=5,
     meta=MetaConfig(total_steps=6144, depth=2, width=16),
     features=FeatureConfig(samples_per_task=64, d=32, envs_per_task=2),
-    estimate=EstimateConfig(num_subsets=8, episodes=2, chunk=3),
+    estimate=EstimateConfig(score="rollout", num_subsets=8, episodes=2, chunk=3),  # chunked scoring: more files to crash after
     groups=GroupConfig(total_steps=2048, eval_episodes=2),
 )
 TIMING = {"seconds", "wall_seconds", "compute_seconds", "train/env_steps_per_s"}

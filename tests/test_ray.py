@@ -68,7 +68,7 @@ def test_cartpole10_smoke_gives_the_same_artifacts_on_every_executor(local_ray, 
     """cartpole-10, smoke preset (4 evaluation episodes per score, 12 subsets): affinity, groups, group
     policies and the ground truth are identical with serial, process and ray."""
     family = tasks.make("cartpole-10")
-    est = pipeline.EstimateConfig(episodes=4, num_subsets=12, min_coverage=1)
+    est = pipeline.EstimateConfig(score="rollout", episodes=4, num_subsets=12, min_coverage=1)
     for executor in ("serial", "process", "ray"):
         cfg = cartpole_config(executor=executor, workers=2, estimate=est)
         run_with_truth(family, cfg, tmp_path / executor)
