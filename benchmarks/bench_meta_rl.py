@@ -8,6 +8,7 @@ the machine and its load.
 
     .venv/bin/python benchmarks/bench_meta_rl.py --family cartpole-meta-10 --seeds 3 [--work DIR]
         [--meta-steps N] [--maml-steps N] [--adapt-steps 1 200] [--executor process --workers 2] [--tiny]
+        [--samples-per-task N] [--maml-rollout-steps N] [--maml-envs-per-task N] [--eval-episodes N]
 
 ``--work DIR`` keeps the run directory: a killed benchmark resumes where it stopped. ``--tiny`` shrinks
 every budget to seconds (to check that the command works; its numbers mean nothing).
@@ -28,10 +29,29 @@ import torch
 
 from policygradex import meta_rl, pipeline, tasks
 from policygradex.config import EstimateConfig, FeatureConfig, MetaConfig
+from policygradex.errors import PolicyGradExError
 from policygradex.io import write_text
 from policygradex.report import format_seconds
 from policygradex.rl.maml import MAMLConfig
 from policygradex.threads import torch_threads
+
+
+def configs(args: argparse.Namespace) -> tuple[tasks.TaskFamily, pipeline.RunConfig, meta_rl.MetaRLConfig]:
+    """The family, the run's configuration and the protocol's, from the command line.
+
+    Raises:
+        PolicyGradExError: an unknown family or a bad setting.
+    """
+    family = tasks.make(args.family)
+    run_cfg = pipeline.RunConfig(k=args.k, seed=args.seed, executor=args.executor, workers=args.workers,
+                                 estimate=EstimateConfig(score=args.score),
+                                 meta=MetaConfig(total_steps=args.meta_steps),
+                                 features=FeatureConfig(samples_per_task=args.samples_per_task))
+    maml = {k: v for k, v in (("rollout_steps", args.maml_rollout_steps), ("envs_per_task", args.maml_envs_per_task))
+            if v is not None}
+    protocol = meta_rl.MetaRLConfig(seeds=args.seeds, total_steps=args.maml_steps, adapt_steps=tuple(args.adapt_steps),
+                                    eval_episodes=args.eval_episodes, maml=MAMLConfig(**maml))
+    return family, run_cfg, protocol
 
 
 def main() -> None:
@@ -46,6 +66,10 @@ def main() -> None:
     ap.add_argument("--maml-steps", type=int, default=None, help="MAML env steps per partition (default: θ*'s budget)")
     ap.add_argument("--adapt-steps", type=int, nargs="+", default=[1, 200])
     ap.add_argument("--eval-episodes", type=int, default=10)
+    ap.add_argument("--samples-per-task", type=int, default=None, help="feature transitions per task (default: the family's)")
+    ap.add_argument("--maml-rollout-steps", type=int, default=None,
+                    help="steps per environment of one MAML/adaptation rollout (default 128; lower for slow simulators)")
+    ap.add_argument("--maml-envs-per-task", type=int, default=None, help="environments per task of one rollout (default 4)")
     ap.add_argument("--executor", default="serial", choices=["serial", "process"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="seconds-long budgets, to check the command")
@@ -53,12 +77,10 @@ def main() -> None:
     ap.add_argument("--note", default="", help="conditions: what else ran on the machine meanwhile")
     args = ap.parse_args()
 
-    family = tasks.make(args.family)
-    run_cfg = pipeline.RunConfig(k=args.k, seed=args.seed, executor=args.executor, workers=args.workers,
-                                 estimate=EstimateConfig(score=args.score),
-                                 meta=MetaConfig(total_steps=args.meta_steps))
-    protocol = meta_rl.MetaRLConfig(seeds=args.seeds, total_steps=args.maml_steps, adapt_steps=tuple(args.adapt_steps),
-                                    eval_episodes=args.eval_episodes)
+    try:
+        family, run_cfg, protocol = configs(args)
+    except PolicyGradExError as e:  # a bad value: one line, before any work
+        raise SystemExit(f"error: {e}") from None
     if args.tiny:
         run_cfg = replace(run_cfg, preset="smoke", meta=MetaConfig(total_steps=10240, depth=2, width=16, tag_every=0),
                           features=FeatureConfig(samples_per_task=64, d=16),
@@ -87,6 +109,10 @@ def main() -> None:
         + (f" --meta-steps {args.meta_steps}" if args.meta_steps else "")
         + (f" --maml-steps {args.maml_steps}" if args.maml_steps else "")
         + f" --adapt-steps {' '.join(map(str, args.adapt_steps))}"
+        + (f" --eval-episodes {args.eval_episodes}" if args.eval_episodes != 10 else "")
+        + (f" --samples-per-task {args.samples_per_task}" if args.samples_per_task else "")
+        + (f" --maml-rollout-steps {args.maml_rollout_steps}" if args.maml_rollout_steps else "")
+        + (f" --maml-envs-per-task {args.maml_envs_per_task}" if args.maml_envs_per_task else "")
         + (f" --executor {args.executor} --workers {args.workers}" if args.executor != "serial" else "")
         + (f" --score {args.score}" if args.score != "rollout" else "")
         + (" --tiny" if args.tiny else "") + "`" + (" (TINY BUDGETS: the numbers mean nothing)" if args.tiny else ""),
