@@ -28,6 +28,7 @@ every environment 50 times to draw the goals); building one environment takes ab
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -106,12 +107,69 @@ class MetaWorldTask(gym.Wrapper[Any, Any, Any, Any]):
         goals: the environment's goal configurations (Meta-World ``Task`` objects).
     """
 
-    def __init__(self, env: gym.Env[Any, Any], goals: Sequence[Any]) -> None:
+    def __init__(self, env: gym.Env[Any, Any], goals: Sequence[Any], source: tuple[BenchmarkName, str] | None = None) -> None:
         super().__init__(env)
         self.goals = list(goals)
         self._rng = np.random.default_rng(0)
+        self._source = source
+        # Fingerprints of the freshly built model's arrays: Meta-World moves goal sites (and other model
+        # fields) at run time, and a compact pickle stores exactly the arrays that changed.
+        self._model_prints = _model_prints(env.unwrapped.model) if source is not None else None  # type: ignore[attr-defined]
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (RAW_OBS_DIM,), dtype=np.float64)
         self.env.unwrapped.set_task(self.goals[0])  # type: ignore[attr-defined]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle of this environment holds (for resuming training mid-run).
+
+        With a ``source`` (the benchmark and environment name it was built from), the simulator's
+        MuJoCo model and data (about 42 MB per environment, 600 MB for MT10's training state) are left
+        out: the pickle keeps MuJoCo's integration state (``mj_getState``: positions, velocities,
+        controls, mocap, warm start), the model arrays that differ from a freshly built model's (Meta-World
+        moves goal sites at run time), the time limit's step count and the Python attributes of the
+        Meta-World environment; unpickling rebuilds the environment and restores them, so the
+        continuation is bit-identical. Without one, everything is pickled.
+        """
+        if self._source is None:
+            return self.__dict__.copy()
+        import mujoco
+
+        time_limit = self.env
+        inner: Any = time_limit.unwrapped  # a Meta-World SawyerXYZEnv
+        if (not isinstance(time_limit, gym.wrappers.TimeLimit) or time_limit.env is not time_limit.unwrapped
+                or self._model_prints is None):
+            return self.__dict__.copy()  # not the layout make_metaworld_env builds: keep everything
+        physics = np.empty(mujoco.mj_stateSize(inner.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(inner.model, inner.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        attrs = {k: v for k, v in vars(inner).items() if k not in _REBUILT}
+        # Some attributes are views of the simulator's arrays (e.g. pick-place's init_left_pad is a view of
+        # data.xpos, so it moves with the gripper): they are restored as views of the rebuilt arrays.
+        views = {k: where for k, v in attrs.items() if isinstance(v, np.ndarray) and (where := _view_of(v, inner))}
+        attrs = {k: v for k, v in attrs.items() if k not in views}
+        compact = {k: v for k, v in self.__dict__.items() if k != "env"}
+        changed = {name: np.array(getattr(inner.model, name)) for name, print_ in _model_prints(inner.model).items()
+                   if self._model_prints.get(name) != print_}
+        return {**compact, "_compact_env": {"elapsed": time_limit._elapsed_steps, "attrs": attrs, "physics": physics,
+                                            "model": changed, "views": views}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        compact = state.pop("_compact_env", None)
+        if compact is None:
+            self.__dict__.update(state)
+            return
+        import mujoco
+
+        benchmark_name, env_name = state["_source"]
+        time_limit = _time_limited(benchmark_name, env_name)
+        inner: Any = time_limit.unwrapped
+        vars(inner).update(compact["attrs"])
+        for key, (owner, field, offset, shape, strides) in compact["views"].items():
+            base = getattr(getattr(inner, owner), field)
+            vars(inner)[key] = np.ndarray(shape, base.dtype, buffer=base, offset=offset, strides=strides)
+        for name, value in compact["model"].items():
+            getattr(inner.model, name)[...] = value
+        mujoco.mj_setState(inner.model, inner.data, compact["physics"], mujoco.mjtState.mjSTATE_INTEGRATION)
+        time_limit._elapsed_steps = compact["elapsed"]
+        self.__dict__.update({**state, "env": time_limit})
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         if seed is not None:
@@ -122,13 +180,53 @@ class MetaWorldTask(gym.Wrapper[Any, Any, Any, Any]):
         return self.env.reset(seed=seed, options=options)
 
 
+# The Meta-World environment's attributes that a fresh environment rebuilds (the MuJoCo model, its data and
+# the renderer that holds both); its state is restored into them (see MetaWorldTask.__getstate__).
+_REBUILT = frozenset({"model", "data", "mujoco_renderer"})
+
+
+def _model_prints(model: Any) -> dict[str, str]:
+    """A digest of each array of a MuJoCo model (its run-time-settable fields), by name."""
+    prints = {}
+    for name in dir(model):
+        if name.startswith("_"):
+            continue
+        value = getattr(model, name, None)
+        if isinstance(value, np.ndarray):
+            prints[name] = hashlib.blake2b(np.ascontiguousarray(value).view(np.uint8).data, digest_size=16).hexdigest()
+    return prints
+
+
+def _view_of(array: np.ndarray, env: Any) -> tuple[str, str, int, tuple[int, ...], tuple[int, ...]] | None:
+    """Where ``array`` lies inside one of ``env``'s MuJoCo data or model arrays: (owner, field, byte offset,
+    shape, strides), or None if it owns its memory."""
+    start = array.__array_interface__["data"][0]
+    for owner in ("data", "model"):
+        obj = getattr(env, owner)
+        for field in dir(obj):
+            if field.startswith("_"):
+                continue
+            base = getattr(obj, field, None)
+            if not isinstance(base, np.ndarray) or base.nbytes == 0 or not base.flags.c_contiguous:
+                continue
+            low = base.__array_interface__["data"][0]
+            if low <= start < low + base.nbytes and np.shares_memory(array, base):
+                return owner, field, start - low, array.shape, array.strides
+    return None
+
+
+def _time_limited(benchmark_name: BenchmarkName, env_name: str) -> gym.wrappers.TimeLimit[Any, Any]:
+    """A fresh Meta-World environment ``env_name`` of the cached benchmark, time-limited to one episode."""
+    env = benchmark(benchmark_name, BENCHMARK_SEED).train_classes[env_name](reward_function_version=REWARD_VERSION)
+    return gym.wrappers.TimeLimit(env, EPISODE_STEPS)
+
+
 def make_metaworld_env(family: TaskFamily, i: int, *, benchmark_name: BenchmarkName) -> gym.Env[Any, Any]:
     """Task ``i`` of ``family``: its Meta-World environment with the cached benchmark's 50 goals."""
     bench = benchmark(benchmark_name, BENCHMARK_SEED)
     env_name = family.tasks[i].name
-    env = bench.train_classes[env_name](reward_function_version=REWARD_VERSION)
-    env = gym.wrappers.TimeLimit(env, EPISODE_STEPS)
-    return MetaWorldTask(env, [t for t in bench.train_tasks if t.env_name == env_name])
+    return MetaWorldTask(_time_limited(benchmark_name, env_name), [t for t in bench.train_tasks if t.env_name == env_name],
+                         source=(benchmark_name, env_name))
 
 
 def env_seed(seed: int, task: int, copy: int) -> int:
