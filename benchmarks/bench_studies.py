@@ -22,6 +22,8 @@ from policygradex import pipeline, studies, tasks
 from policygradex.analysis.agreement import nmi
 from policygradex.io import write_text
 
+ABLATIONS = "d,m,k,depth"
+
 
 def fmt(x: float | None, spec: str = ".3f") -> str:
     return "–" if x is None or x != x else format(x, spec)
@@ -55,7 +57,7 @@ def main() -> None:
     ap.add_argument("--executor", default="serial", choices=["serial", "process", "ray"])
     ap.add_argument("--score", default=None, choices=["rollout", "surrogate", "objective"],
                     help="how the base run scores f(S, i) (default: the pipeline's, surrogate)")
-    ap.add_argument("--ablations", default="d,m,k,depth", help="comma list of d, m, k, depth (empty for none)")
+    ap.add_argument("--ablations", default=ABLATIONS, help="comma list of d, m, k, depth (empty for none)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -80,7 +82,8 @@ def main() -> None:
         "",
         f"Produced by `.venv/bin/python benchmarks/bench_studies.py --family {args.family} --preset {args.preset} --seed {args.seed} "
         f"--k {args.k}{' --gt-steps ' + str(args.gt_steps) if args.gt_steps else ''}{' --score ' + args.score if args.score else ''} "
-        f"--executor {args.executor}` "
+        f"{'--ablations ' + (args.ablations or repr('')) + ' ' if args.ablations != ABLATIONS else ''}--executor {args.executor}"
+        f"{' --out ' + str(args.out) if args.out else ''}` "
         f"on {platform.processor() or platform.machine()} (2 cores, 1 torch thread per process), torch {torch.__version__}.",
         "",
         f"Base run: meta-training {c.meta.ppo.total_steps:,} env steps; {c.features.samples_per_task} samples per task; "
