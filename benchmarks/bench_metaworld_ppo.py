@@ -131,7 +131,8 @@ def report(args: argparse.Namespace, family: tasks.TaskFamily, cells: list[Cell]
         f"--family {args.family} --total-steps {args.total_steps} --seeds {args.seeds} "
         f"--obs-norm {' '.join(args.obs_norm)} --gae-lambda {' '.join(f'{x:g}' for x in args.gae_lambda)} "
         f"--episodes-per-rollout {' '.join(map(str, args.episodes_per_rollout))} --eval-episodes {args.eval_episodes} "
-        f"--workers {args.workers} --out {args.out}`.",
+        f"--workers {args.workers} --out DIR{f' --report {args.report}' if args.report != DEFAULT_REPORT else ''}` "
+        f"(DIR: the trainings' folders).",
         "",
         f"- Family: {family.source}; {family.n} tasks; {metric} over {args.eval_episodes} deterministic "
         f"(mean-action) episodes per task after training.",
