@@ -328,6 +328,14 @@ def test_metaworld_training_state_is_small_and_resumes_bit_identically():
         assert ended == 1  # the 500-step limit was crossed once
         env.close()
         clone.close()
+    # a training state saved before compact pickles (the whole environment, no source) still loads and saves
+    old = family.make_env(2)
+    old.reset(seed=1)
+    del old._source, old._model_prints
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored._source is None
+    restored.step(actions[0])
+    assert len(pickle.dumps(restored)) > 10_000_000  # it stays a full pickle
 
 
 def test_metaworld_success_is_reported_through_the_vector_env():

@@ -129,14 +129,15 @@ class MetaWorldTask(gym.Wrapper[Any, Any, Any, Any]):
         Meta-World environment; unpickling rebuilds the environment and restores them, so the
         continuation is bit-identical. Without one, everything is pickled.
         """
-        if self._source is None:
+        if getattr(self, "_source", None) is None:  # also a state pickled before sources existed
             return self.__dict__.copy()
         import mujoco
 
         time_limit = self.env
         inner: Any = time_limit.unwrapped  # a Meta-World SawyerXYZEnv
+        prints: dict[str, str] | None = getattr(self, "_model_prints", None)
         if (not isinstance(time_limit, gym.wrappers.TimeLimit) or time_limit.env is not time_limit.unwrapped
-                or self._model_prints is None):
+                or prints is None):
             return self.__dict__.copy()  # not the layout make_metaworld_env builds: keep everything
         physics = np.empty(mujoco.mj_stateSize(inner.model, mujoco.mjtState.mjSTATE_INTEGRATION))
         mujoco.mj_getState(inner.model, inner.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
@@ -147,14 +148,14 @@ class MetaWorldTask(gym.Wrapper[Any, Any, Any, Any]):
         attrs = {k: v for k, v in attrs.items() if k not in views}
         compact = {k: v for k, v in self.__dict__.items() if k != "env"}
         changed = {name: np.array(getattr(inner.model, name)) for name, print_ in _model_prints(inner.model).items()
-                   if self._model_prints.get(name) != print_}
+                   if prints.get(name) != print_}
         return {**compact, "_compact_env": {"elapsed": time_limit._elapsed_steps, "attrs": attrs, "physics": physics,
                                             "model": changed, "views": views}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         compact = state.pop("_compact_env", None)
-        if compact is None:
-            self.__dict__.update(state)
+        if compact is None:  # a full pickle, perhaps from before compact pickles: it stays full
+            self.__dict__.update({"_source": None, "_model_prints": None, **state})
             return
         import mujoco
 
