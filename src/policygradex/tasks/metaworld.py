@@ -113,8 +113,11 @@ class MetaWorldTask(gym.Wrapper[Any, Any, Any, Any]):
         self._rng = np.random.default_rng(0)
         self._source = source
         # Fingerprints of the freshly built model's arrays: Meta-World moves goal sites (and other model
-        # fields) at run time, and a compact pickle stores exactly the arrays that changed.
-        self._model_prints = _model_prints(env.unwrapped.model) if source is not None else None  # type: ignore[attr-defined]
+        # fields) at run time, and a compact pickle stores exactly the arrays that changed. A fresh model is
+        # the same for every environment of a name, so they are computed once per name and process.
+        if source is not None and source not in _FRESH_PRINTS:
+            _FRESH_PRINTS[source] = _model_prints(env.unwrapped.model)  # type: ignore[attr-defined]
+        self._model_prints = _FRESH_PRINTS[source] if source is not None else None
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (RAW_OBS_DIM,), dtype=np.float64)
         self.env.unwrapped.set_task(self.goals[0])  # type: ignore[attr-defined]
 
@@ -184,6 +187,8 @@ class MetaWorldTask(gym.Wrapper[Any, Any, Any, Any]):
 # The Meta-World environment's attributes that a fresh environment rebuilds (the MuJoCo model, its data and
 # the renderer that holds both); its state is restored into them (see MetaWorldTask.__getstate__).
 _REBUILT = frozenset({"model", "data", "mujoco_renderer"})
+# The model fingerprints of a freshly built environment, by (benchmark, environment name).
+_FRESH_PRINTS: dict[tuple[str, str], dict[str, str]] = {}
 
 
 def _model_prints(model: Any) -> dict[str, str]:
