@@ -9,8 +9,9 @@ What is mutated and which tests run is configured in ``[tool.mutmut]`` of ``pypr
 its results in ``mutants/``; a rerun only retests what changed. Every mutant that ever survived is
 remembered in ``benchmarks/results/mutation_survivors.json``; when a later run kills it, the tests that
 kill it are found by running them against that mutant, and the table says which. Survivors that no
-test can kill are explained in ``benchmarks/mutation_survivors.py`` (the table marks any survivor it does not
-explain).
+test can kill are explained in ``benchmarks/mutation_survivors.py``, keyed on the mutant's change (the table marks
+any survivor it does not explain, with that key). mutmut renumbers a function's mutants when its code changes, so
+every run re-reads each recorded mutant's change and starts a new record where it differs.
 Long: run it niced in the background (``nohup nice -n 10 python benchmarks/bench_mutation.py &``).
 """
 
@@ -41,7 +42,7 @@ RUNS = RESULTS / "mutation_runs.json"
 MUTMUT = [str(Path(sys.executable).parent / "mutmut")]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mutation_survivors import explain  # noqa: E402  (why each survivor survives)
+from mutation_survivors import explain, key  # noqa: E402  (why each survivor survives)
 
 
 def package_of(mutant: str) -> str:
@@ -73,10 +74,27 @@ def statuses() -> dict[str, str]:
     return out
 
 
-def diff_of(mutant: str) -> str:
-    text = mutmut("show", mutant)
-    lines = [ln for ln in text.splitlines()[1:] if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
-    return "\n".join(lines)
+DIFFS = """
+import json, sys
+from mutmut.__main__ import find_mutant, get_diff_for_mutant
+print(json.dumps({n: get_diff_for_mutant(n, path=find_mutant(n).path) for n in json.loads(sys.stdin.read())}))
+"""
+
+
+def diffs_of(mutants: list[str]) -> dict[str, str]:
+    """Each mutant's changed lines, as `mutmut show` prints them (one process for all: about 0.1 s each)."""
+    if not mutants:
+        return {}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "-c", DIFFS], input=json.dumps(mutants), cwd=ROOT, capture_output=True,
+                       text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"reading the mutants' changes failed:\n{p.stderr[-3000:]}")
+    out = {}
+    for name, text in json.loads(p.stdout.strip().splitlines()[-1]).items():
+        lines = [ln for ln in text.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
+        out[name] = "\n".join(lines)
+    return out
 
 
 PROBE = """
@@ -92,19 +110,19 @@ class First:
         if report.failed and not self.failed:
             self.failed.append(report.nodeid)
 
-names, selection = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+names, selection, extra = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 out = {}
 for name in names:
     os.environ["MUTANT_UNDER_TEST"] = name
     first = First()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist", *selection], plugins=[first])
+        pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist", *extra, *selection], plugins=[first])
     out[name] = first.failed
 print(json.dumps(out))
 """
 
 
-def killing_tests(mutants: list[str], selection: list[str]) -> dict[str, list[str]]:
+def killing_tests(mutants: list[str], selection: list[str], extra: list[str]) -> dict[str, list[str]]:
     """For each mutant, the first selected test that fails with it switched on, found by running the
     selection in mutmut's copy of the tree (one process for all: the trampolines read MUTANT_UNDER_TEST)."""
     if not mutants:
@@ -114,7 +132,7 @@ def killing_tests(mutants: list[str], selection: list[str]) -> dict[str, list[st
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MUTANT_UNDER_TEST")}
     env["OMP_NUM_THREADS"] = "1"
     p = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(mutants), json.dumps(selection)],
+        [sys.executable, "-c", PROBE, json.dumps(mutants), json.dumps(selection), json.dumps(extra)],
         cwd=ROOT / "mutants", capture_output=True, text=True, env=env,
     )
     if p.returncode != 0:
@@ -182,13 +200,20 @@ def main() -> None:
     if not status:
         raise SystemExit("mutmut has no results; run without --report-only first")
     history = json.loads(SURVIVORS.read_text()) if SURVIVORS.exists() else {}
-    for name, s in status.items():
-        if s == "survived" and name not in history:
-            history[name] = {"diff": diff_of(name)}
+    # mutmut renumbers a function's mutants whenever its code changes, so a recorded name may mean another
+    # mutant today: a name whose change differs from the recorded one starts a new record if it survives,
+    # and its old record (a survivor that is gone, or was killed under its old number) is dropped.
+    names = sorted(n for n in set(history) | {n for n, s in status.items() if s == "survived"} if n in status)
+    for name, current in diffs_of(names).items():
+        if name not in history or history[name]["diff"] != current:
+            if status[name] == "survived":
+                history[name] = {"diff": current}
+            else:
+                del history[name]
     for name, entry in history.items():
         entry["status"] = status.get(name, "gone (the mutated code changed)")
     todo = [n for n, e in history.items() if e["status"] in ("killed", "timeout") and not e.get("killed_by")]
-    for name, tests in killing_tests(todo, selection).items():
+    for name, tests in killing_tests(todo, selection, list(cfg.get("pytest_add_cli_args", []))).items():
         history[name]["killed_by"] = tests
     SURVIVORS.write_text(json.dumps(history, indent=2, sort_keys=True) + "\n")
 
@@ -208,6 +233,8 @@ def main() -> None:
             "packages": {p: dict(c) for p, c in sorted(by_package.items())},
         })
         RUNS.write_text(json.dumps(runs, indent=2) + "\n")
+    # --report-only rewrites the last run's table: its conditions are that run's, unless given anew.
+    beside = args.beside or (runs[-1].get("beside", "") if runs else "")
 
     def score(c: Counter) -> str:
         tested = sum(v for k, v in c.items() if k not in ("skipped", "not checked", "no tests"))
@@ -231,7 +258,7 @@ def main() -> None:
         f"- Wall-clock of the last `mutmut run`: {f'{wall / 60:.0f} min' if wall is not None else 'not recorded'}"
         + (" (a fresh run of every mutant)." if fresh else " (an incremental run: only mutants whose function or"
            " tests changed, and earlier survivors, were retested)."),
-        f"- Ran beside it: {args.beside or 'not recorded'}.",
+        f"- Ran beside it: {beside or 'not recorded'}.",
         f"- Tests run against each mutant (only those that call the mutated function): {', '.join(selection)}.",
         "- Score = (killed + timeout) / (mutants that were tested). \"no tests\": no selected test calls the"
         " function; \"not checked\": the run did not reach it.",
@@ -271,7 +298,7 @@ def main() -> None:
     lines += ["", "## Survivors now", "", "| mutant | change | why it survives |", "|---|---|---|"]
     for name, entry in sorted(history.items()):
         if entry["status"] == "survived":
-            why = explain(name, entry["diff"]) or "**not explained yet**"
+            why = explain(name, entry["diff"]) or f"**not explained yet** (key `{key(entry['diff'])}`)"
             lines.append(f"| `{name}` | {_cell(entry['diff'])} | {why} |")
     not_checked = sorted(n for n, s in status.items() if s == "not checked")
     if not_checked:

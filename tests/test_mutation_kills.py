@@ -375,6 +375,159 @@ def test_batched_fits_at_float64_precision_stay_put() -> None:
     assert float(rel.max()) < 1e-10
 
 
+# Iterations fit_subsets needs on HARD_LOGISTIC at tol = 1e-8 (measured; the test allows 5 more).
+HARD_ITERATIONS = [40, 26, 21, 33]
+
+
+@pytest.mark.parametrize("case", range(len(HARD_LOGISTIC)))
+def test_fit_subsets_reaches_the_minimiser_where_full_steps_overshoot(case: int) -> None:
+    """The batched solver's line search on the badly scaled problems above: it must shorten steps that
+    overshoot, never stop short of the minimiser, and still converge in a few dozen iterations."""
+    rows, advantages, l2 = HARD_LOGISTIC[case]
+    x, adv = torch.tensor(rows, dtype=torch.float64), torch.tensor(advantages, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        w = fit_subsets([x], [adv], [[0]], l2, tol=1e-8, max_iter=HARD_ITERATIONS[case] + 5)[0]
+    ref = fit_logistic(x, adv, l2, tol=1e-12, max_iter=1000)  # damped Newton (checked against sklearn)
+    assert float((w - ref).norm() / ref.norm()) < 1e-7
+    w = w.clone().requires_grad_(True)
+    logistic_objective(x, adv, l2, w).backward()
+    assert float(w.grad.norm()) <= 1e-8 * l2 * float(w.detach().norm())
+
+
+def test_fit_subsets_sizes_its_blocks_for_any_number_of_rows() -> None:
+    """The default block size comes from an estimate of one subset's memory (d, the history length and the
+    pooled rows); it must be positive for every size (one task of d = 6, history 1 or 10, 10 to 56 rows)."""
+    feats, advs, _ = _problem(n=1, rows=56, d=6)
+    reference = {rows: fit_logistic(feats[0][:rows], advs[0][:rows], 0.1) for rows in range(10, 57)}
+    for memory, sizes in ((1, range(10, 25)), (10, range(40, 57))):
+        for rows in sizes:
+            w = fit_subsets([feats[0][:rows]], [advs[0][:rows]], [[0]], 0.1, memory=memory)
+            _same_fits(w[0], reference[rows])
+
+
+def test_a_subset_that_meets_tol_is_left_alone_while_its_block_goes_on() -> None:
+    """Features of scale 100 with λ = 1e-6 (the float64 preconditioner): the three subsets meet tol after
+    different numbers of iterations, all within 20 (measured). Each is frozen once it does, so the default
+    budget ends without a warning; iterating a converged fit on at this conditioning lets round-off undo
+    its tolerance."""
+    feats, advs = [], []
+    for seed in (20, 21, 22):  # the tasks of test_surrogate.py::test_fit_subsets_float32_and_ill_conditioned
+        gen = torch.Generator().manual_seed(seed)
+        x = 100 * torch.randn(120, 5, generator=gen, dtype=torch.float64)
+        beta = torch.randn(5, generator=gen, dtype=torch.float64)
+        adv = x @ beta / 100 + 1.5 * torch.randn(120, generator=gen, dtype=torch.float64)
+        adv[::7] = 0.0
+        feats.append(x.float())
+        advs.append(adv.float())
+    subsets = [[0, 1], [1, 2], [0, 1, 2]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = fit_subsets(feats, advs, subsets, 1e-6)
+    for row, subset in zip(out, subsets, strict=True):
+        x = torch.cat([feats[i] for i in subset]).double()
+        _same_fits(row, fit_logistic(x, torch.cat([advs[i] for i in subset]), 1e-6))
+
+
+def test_the_max_iter_warning_counts_exactly_the_subsets_that_miss_tol() -> None:
+    """For every budget, the warning names as many subsets as miss ‖∇L(w)‖ ≤ tol·λ·‖w‖ at the fits returned
+    (checked with autograd); a subset that gets there in the very last iteration is not counted, and once
+    every subset gets there no warning comes (here the closest gradient is 24% away from its bound)."""
+    feats, advs, subsets = _problem(d=6, rows=60)
+    pooled = [(torch.cat([feats[i] for i in s]), torch.cat([advs[i] for i in s])) for s in subsets]
+    for budget in range(1, 30):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            out = fit_subsets(feats, advs, subsets, 0.01, max_iter=budget)
+        message = str(record[0].message) if record else "fit_subsets: 0 subsets"
+        warned = int(re.match(r"fit_subsets: (\d+) subsets", message).group(1))
+        missed = 0
+        for row, (x, a) in zip(out, pooled, strict=True):
+            w = row.clone().requires_grad_(True)
+            logistic_objective(x, a, 0.01, w).backward()
+            missed += float(w.grad.norm()) > 1e-6 * 0.01 * float(row.norm())
+        assert warned == missed, (budget, warned, missed)
+        if not record:
+            break
+    assert not record, "every subset should meet tol within 30 iterations"
+
+
+def test_a_subset_already_at_its_minimiser_takes_no_iteration(monkeypatch) -> None:
+    """All-zero features (a task whose policy gradient vanishes) give ∇L_S(0) = 0, so w = 0 is the minimiser
+    and meets the stopping rule ‖∇L‖ ≤ tol·λ·‖w‖ (0 ≤ 0): the fit stops before its first L-BFGS step."""
+    from policygradex.gradex import surrogate
+
+    solves: list[int] = []
+    real = surrogate._apply
+    monkeypatch.setattr(surrogate, "_apply", lambda *args: solves.append(1) or real(*args))
+    adv = torch.randn(10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w = fit_subsets([torch.zeros(10, 3, dtype=torch.float64)], [adv], [[0]], 0.1)
+    assert w.tolist() == [[0.0, 0.0, 0.0]]
+    assert solves == []
+
+
+def test_subsets_that_give_up_short_of_tol_are_named_in_a_warning(monkeypatch) -> None:
+    """The line search's give-up path (no decrease in 30 halvings) stops a subset where it is. An Armijo
+    constant of 2 asks a convex loss for more than twice its linear decrease, which no step gives: every subset
+    gives up at w = 0, far from tol, and the warning must say how many (it used to stop them silently)."""
+    from policygradex.gradex import surrogate
+
+    feats, advs, subsets = _problem(d=6, rows=60)
+    monkeypatch.setattr(surrogate, "_ARMIJO", 2.0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = fit_subsets(feats, advs, subsets, 0.01)
+    assert [str(r.message).split(":")[1] for r in record] == [f" {len(subsets)} subsets stopped short of tol=1e-06"]
+    assert out.abs().max().item() == 0.0
+
+
+def _block_preconditioner(d: int, l2: float):
+    """The preconditioner of three subsets of three tasks with their own feature scales and label directions
+    (so their Gram matrices differ and the tasks couple directions of the common eigenbasis)."""
+    from policygradex.gradex import surrogate
+
+    gen = torch.Generator().manual_seed(11)
+    features, weights = [], []
+    for _ in range(3):
+        scales = torch.exp(torch.randn(d, generator=gen, dtype=torch.float64))
+        x = torch.randn(300, d, generator=gen, dtype=torch.float64) * scales / d**0.5
+        beta = torch.randn(d, generator=gen, dtype=torch.float64)
+        adv = x @ beta / (x @ beta).std() + 0.7 * torch.randn(300, generator=gen, dtype=torch.float64)
+        adv[::9] = 0.0
+        features.append(x)
+        weights.append(adv.abs())
+    task_weight = torch.stack([s.sum() for s in weights])
+    basis = surrogate._task_basis(surrogate._task_grams(features, weights, l2), task_weight, l2)
+    member = torch.tensor([[True, False, True], [True, True, True], [False, True, False]])
+    return basis, surrogate._preconditioners(basis, member, member.double() @ task_weight, task_weight, l2)
+
+
+def test_conjugate_gradients_stop_as_soon_as_every_residual_is_small(monkeypatch) -> None:
+    """_apply's stopping rule, counted in products with H_S: with every direction dense the preconditioner is
+    H_S⁻¹ itself and one step suffices, also when a right-hand side is 0 (the y of a rejected curvature pair);
+    with the 128 most coupled of 150 directions dense, 7 steps (measured; 10 allowed). A dense block on other
+    directions (the least coupled, or all of them ranked alike) needs 22 to 32."""
+    from policygradex.gradex import surrogate
+
+    products: list[int] = []
+    real = surrogate._majoriser
+    monkeypatch.setattr(surrogate, "_majoriser", lambda *args: products.append(1) or real(*args))
+    rows = torch.arange(3)
+    basis, pre = _block_preconditioner(d=6, l2=1e-2)
+    assert basis.k == 6
+    v = torch.randn(3, 2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v[1, 1] = 0.0
+    x = surrogate._apply(pre, v, rows)
+    assert len(products) == 1
+    assert x[1, 1].tolist() == [0.0] * 6
+    basis, pre = _block_preconditioner(d=150, l2=1e-3)
+    assert basis.k == surrogate._DENSE_MAX
+    products.clear()
+    v = torch.randn(3, 2, 150, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    surrogate._apply(pre, v, rows)
+    assert len(products) <= 10, len(products)
+
+
 # ---- definitions pinned: a run's subsets and projection are part of what its seed means ------------------
 def test_sampled_subsets_and_their_seeds_are_pinned() -> None:
     """The first three subsets are random, the other seven are top-ups of size 2 (each with its own seed)."""
@@ -570,6 +723,29 @@ def test_collect_features_defaults_and_edges() -> None:
         collect_features(pol, family, proj, samples_per_task=0, seed=2)
     with raises_exactly(f"projection has p={p + 1} rows but the actor has {p} parameters"):
         collect_features(pol, family, GaussianProjection(p=p + 1, d=4), samples_per_task=4, seed=2)
+
+
+def test_kronecker_features_of_no_samples_and_the_exact_refusal() -> None:
+    """Both projections map [N, obs_dim] to [N, d] for N = 0 too, and refuses a projection built for
+    another actor with its whole sentence (the CLI shows it as it is)."""
+    from policygradex.gradex.features import projected_grads
+    from policygradex.gradex.projection import make_projection
+
+    pol = build_policy(5, 3, True, PolicyConfig(depth=2, width=8), seed=0)
+    proj = make_projection("kronecker", pol.actor, 8, 0)
+    obs, actions = torch.randn(3, 5, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2, 1])
+    some = projected_grads(pol.actor, pol.actor_params(), obs, actions, proj)
+    none = projected_grads(pol.actor, pol.actor_params(), obs[:0], actions[:0], proj)
+    assert some.shape == (3, 8) and none.shape == (0, 8) and none.dtype == some.dtype
+    gaussian = GaussianProjection(p=sum(v.numel() for v in pol.actor_params().values()), d=8, seed=0)
+    empty = projected_grads(pol.actor, pol.actor_params(), obs[:0], actions[:0], gaussian)
+    assert empty.shape == (0, 8) and empty.dtype == some.dtype
+    wider = build_policy(5, 3, True, PolicyConfig(depth=2, width=9), seed=0)
+    with raises_exactly(
+        "the kronecker projection was built for another architecture than this actor's; "
+        "build it with kronecker_blocks(actor)"
+    ):
+        projected_grads(wider.actor, wider.actor_params(), obs, actions, proj)
 
 
 # ---- grouping.cluster ------------------------------------------------------------------------------------

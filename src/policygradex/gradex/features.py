@@ -167,8 +167,9 @@ def projected_grads(
             projection.project_layers(layer_factors(actor, params, obs[s : s + chunk], actions[s : s + chunk]))
             for s in range(0, len(obs), chunk)
         ]
-        return torch.cat(out) if out else torch.zeros(0, projection.d)
-    return torch.cat([projection.project(g) for g in per_sample_grads(actor, params, obs, actions, chunk)])
+    else:
+        out = [projection.project(g) for g in per_sample_grads(actor, params, obs, actions, chunk)]
+    return torch.cat(out) if out else torch.zeros(0, projection.d)
 
 
 def collect_features(

@@ -555,6 +555,7 @@ def _lbfgs_block(
     hist_y = torch.zeros_like(hist_s)
     hist_rho = torch.zeros(num, memory, dtype=torch.float64, device=device)
     done = torch.zeros(num, dtype=torch.bool, device=device)
+    gave_up = torch.zeros(num, dtype=torch.bool, device=device)
     for it in range(max_iter):
         done |= grad.norm(dim=1) <= tol * l2 * w.norm(dim=1)
         active = torch.nonzero(~done).flatten()
@@ -612,8 +613,10 @@ def _lbfgs_block(
                 break
             step[pending] *= 0.5
         if pending.numel():
-            # No decrease even for tiny steps: the fit is at float64 precision; stop those subsets.
+            # No decrease even for tiny steps: the fit is at float64 precision; stop those subsets (and
+            # say so below if they stopped short of tol).
             done[active[pending]] = True
+            gave_up[active[pending]] = True
             step[pending] = 0.0
             new_loss[pending] = base[pending]
             new_grad[pending] = grad[active[pending]]
@@ -628,13 +631,22 @@ def _lbfgs_block(
         w[active] += delta_w
         loss[active] = new_loss
         grad[active] = new_grad
-    else:
-        unconverged = ~(done | (grad.norm(dim=1) <= tol * l2 * w.norm(dim=1)))
-        if bool(unconverged.any()):
-            warnings.warn(
-                f"fit_subsets: {int(unconverged.sum())} subsets did not reach tol={tol} in max_iter={max_iter} "
-                "iterations; raise max_iter or tol.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+    converged = grad.norm(dim=1) <= tol * l2 * w.norm(dim=1)
+    exhausted = ~(done | converged)
+    if bool(exhausted.any()):
+        warnings.warn(
+            f"fit_subsets: {int(exhausted.sum())} subsets did not reach tol={tol} in max_iter={max_iter} "
+            "iterations; raise max_iter or tol.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    stuck = gave_up & ~converged
+    if bool(stuck.any()):
+        warnings.warn(
+            f"fit_subsets: {int(stuck.sum())} subsets stopped short of tol={tol}: no step along the search "
+            "direction lowered the loss (the fit is at float64 precision, or the features are badly scaled); "
+            "raise tol.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return w
