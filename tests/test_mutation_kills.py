@@ -363,13 +363,18 @@ def test_newton_converges_quadratically_on_a_separable_problem() -> None:
 
 
 def test_batched_fits_at_float64_precision_stay_put() -> None:
-    """Asked for an unreachable tolerance, the batched solver stops subsets whose line search finds no
-    decrease (at float64 precision) and returns the same fits as a reachable tolerance."""
+    """Asked for an unreachable tolerance, the batched solver keeps taking (no-op) steps at float64 precision:
+    the line search's 1e-15·|L| slack accepts them, so no subset gives up; every subset exhausts max_iter, the
+    warning says so, and the fits equal those of a reachable tolerance."""
     feats, advs, subsets = _problem(d=6, rows=60)
     reference = fit_subsets(feats, advs, subsets, 0.01, tol=1e-12, max_iter=2000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
         stuck = fit_subsets(feats, advs, subsets, 0.01, tol=1e-300, max_iter=300)
+    assert [str(r.message) for r in record] == [
+        f"fit_subsets: {len(subsets)} subsets did not reach tol=1e-300 in max_iter=300 iterations; "
+        "raise max_iter or tol."
+    ]
     assert torch.isfinite(stuck).all()
     rel = (stuck - reference).norm(dim=1) / reference.norm(dim=1)
     assert float(rel.max()) < 1e-10
