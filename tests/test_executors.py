@@ -16,7 +16,7 @@ from executor_runs import custom_config, custom_family
 from policygradex import pipeline, tasks
 from policygradex.cli import main
 from policygradex.errors import ConfigError, PolicyGradExError
-from policygradex.execute import FileContents, ProcessExecutor, SerialExecutor, make_executor
+from policygradex.execute import FileContents, ProcessExecutor, SerialExecutor, _cancel, make_executor
 from policygradex.rundir import is_trained, save_trained, trained_files
 from policygradex.tasks.base import TaskFamily
 
@@ -142,3 +142,42 @@ def test_without_ray_the_ray_executor_is_one_line_before_any_work(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert p.stdout.strip() == "MissingExtraError the ray executor needs Ray: pip install 'policygradex[ray]'", p.stderr
     assert not out.exists()
+
+
+class _LossyCancelRay:
+    """Ray's cancel/wait contract with the race of ray-project/ray#24359: the first cancel of a task that is
+    being handed to a worker is lost, and the task would run to the end. Real Ray cannot be made to hit
+    that window on demand (test_ray.py's cancellation test hit it once in CI); this plays it exactly."""
+
+    def __init__(self, racing: set[str]) -> None:
+        self.racing, self.cancels, self.ended = set(racing), [], set()
+
+    def cancel(self, ref: str, force: bool) -> None:
+        assert force
+        self.cancels.append(ref)
+        if ref in self.racing:
+            self.racing.discard(ref)  # lost: the worker had not started it yet
+        else:
+            self.ended.add(ref)
+
+    def wait(self, refs, num_returns, timeout, fetch_local):
+        assert num_returns == len(refs) and timeout > 0 and not fetch_local
+        return [r for r in refs if r in self.ended], [r for r in refs if r not in self.ended]
+
+
+def test_closing_a_ray_map_cancels_again_the_items_whose_cancel_was_lost():
+    ray = _LossyCancelRay(racing={"b"})
+    _cancel(ray, ["a", "b", "c"])
+    assert ray.ended == {"a", "b", "c"}
+    assert ray.cancels == ["a", "b", "c", "b"]  # only the one still running is cancelled again
+
+
+def test_cancelling_ray_items_gives_up_after_its_rounds():
+    """A task that never ends (a node that stopped answering) does not hold Ctrl-C for ever."""
+    class Deaf(_LossyCancelRay):
+        def cancel(self, ref, force):
+            self.cancels.append(ref)
+
+    ray = Deaf(racing=set())
+    _cancel(ray, ["a"], rounds=3, wait_s=0.01)
+    assert ray.cancels == ["a", "a", "a"] and ray.ended == set()

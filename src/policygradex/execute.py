@@ -336,6 +336,21 @@ def _run_item(fn: Callable[[Any, Any], R], item: Any, shared: Any, threads: int)
         return fn(item, shared)
 
 
+def _cancel(ray: ModuleType, refs: list[Any], rounds: int = 40, wait_s: float = 0.25) -> None:
+    """Cancel Ray tasks until each has ended (cancelled, failed or finished), for up to ``rounds * wait_s`` s.
+
+    ``ray.cancel`` is best effort: a cancel that reaches a worker while it is picking the task up is lost
+    and the task then runs to the end (ray-project/ray#24359; CI saw it once in 2026-11). A second cancel,
+    once the task runs, ends it, so cancel again whatever has not ended after ``wait_s``.
+    """
+    for _ in range(rounds):
+        if not refs:
+            return
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        _, refs = ray.wait(refs, num_returns=len(refs), timeout=wait_s, fetch_local=False)
+
+
 class RayExecutor:
     """Runs each item as a Ray task; ``shared`` goes to the object store once per :meth:`map`.
 
@@ -394,8 +409,7 @@ class RayExecutor:
                         finished[position[ref]] = self._result(ray, ref, position[ref])
                 yield finished.pop(j)
         finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            _cancel(ray, pending)
 
     def _check_fits(self, ray: ModuleType) -> None:
         """A local Ray too small for one item would queue it for ever: refuse instead."""
