@@ -4,6 +4,7 @@ mutmut's number (which mutmut reassigns whenever a function's code changes)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -42,8 +43,6 @@ def test_the_key_ignores_indentation_and_the_explanation_ignores_the_number() ->
 
 def _diffs_with(keys: list[str]):
     """Changes of mutants recorded in the committed survivor record whose key is one of ``keys``."""
-    import json
-
     record = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "mutation_survivors.json"
     for entry in json.loads(record.read_text()).values():
         if survivors.key(entry["diff"]) in keys:
