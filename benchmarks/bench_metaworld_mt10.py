@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from policygradex import pipeline, tasks
-from policygradex.analysis.stats import mean_ci
+from policygradex.analysis.stats import mean_ci, paired_comparison
 from policygradex.config import (
     EstimateConfig,
     GroupConfig,
@@ -181,6 +181,42 @@ def _mean_sps(rows: dict[tuple[str, int], dict[str, Any]]) -> float:
     return float(np.mean(sps)) if sps else 0.0
 
 
+PAIRS = [("pgx-sm", "random-sm"), ("pgx-sm", "single-sm"), ("pgx-sm", "theta-sm"), ("pgx-mlp", "single-mlp"),
+         ("pgx-mlp", "theta-mlp"), ("pgx-sm", "pgx-mlp")]
+
+
+def paired_lines(methods: list[str], rows: dict[tuple[str, int], dict[str, Any]], seeds: list[int],
+                 meta_steps: int) -> list[str]:
+    """PolicyGradEx against its controls, paired by seed (same θ* for pgx/random/θ*; same seed otherwise),
+    over the seeds both have finished (at least 2)."""
+    out = []
+    for a, b in PAIRS:
+        both = [s for s in seeds if (a, s) in rows and (b, s) in rows]
+        if a not in methods or b not in methods or len(both) < 2:
+            continue
+        va = [100 * float(np.mean(rows[(a, s)]["score"])) for s in both]
+        vb = [100 * float(np.mean(rows[(b, s)]["score"])) for s in both]
+        pc = paired_comparison(va, vb)
+        out.append(f"| {short(a)} − {short(b)} | "
+                   f"{', '.join(f'{x - y:+.1f}' for x, y in zip(va, vb, strict=True))} | {pc.diff.mean:+.1f} | "
+                   f"[{pc.diff.low:+.1f}, {pc.diff.high:+.1f}] | {pc.wins:.0%} | {pc.ties:.0%} |")
+    if not out:
+        return []
+    return ["", "PolicyGradEx against its controls, paired by seed (points of mean success; 95% paired t-interval; "
+            "ahead / level: the share of seeds where the first is higher / equal; MTL = the plain MLP, SM = Soft "
+            f"Modularization, θ* = the meta-policy alone after {meta_steps:,} steps):", "",
+            "| difference | per seed | mean | 95% CI | ahead | level |", "|---|---|---:|---|---:|---:|", *out]
+
+
+def short(method: str) -> str:
+    """``pgx-sm`` → ``PolicyGradEx-SM``, ``single-mlp`` → ``MTL``: the paired table's names."""
+    kind, arch = method.split("-", 1)
+    name = {"mlp": "MLP", "sm": "SM", "care": "CARE", "paco": "PaCo", "moore": "MOORE"}[arch]
+    if kind == "single":
+        return "MTL" if arch == "mlp" else name
+    return {"pgx": "PolicyGradEx", "random": "random", "theta": "θ*"}[kind] + f"-{name}"
+
+
 def report(args: argparse.Namespace, family: tasks.TaskFamily, methods: list[str],
            rows: dict[tuple[str, int], dict[str, Any]], seeds: list[int], started: float,
            load_start: tuple[float, float, float]) -> str:
@@ -244,6 +280,7 @@ def report(args: argparse.Namespace, family: tasks.TaskFamily, methods: list[str
             task_scores = [rows[(m, s)]["score"][i] for s in seeds if (m, s) in rows]
             vals.append(f"{100 * np.mean(task_scores):.0f}%" if task_scores else "—")
         lines.append(f"| {i} {task.name} | " + " | ".join(vals) + " |")
+    lines += paired_lines(methods, rows, seeds, args.meta_steps)
     grouped = [(m, s, r["groups"]) for (m, s), r in sorted(rows.items()) if r["groups"]]
     if grouped:
         lines += ["", "Groups:", ""] + [f"- {m}, seed {s}: `{g}`" for m, s, g in grouped]
