@@ -29,6 +29,7 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from policygradex.training import resolve_train, train_into
 DEFAULT_OUT = Path("benchmarks/results/metaworld_mt10.md")
 ARCH_NAMES = {"mlp": "MTL (plain MLP, one-hot task id)", "sm": "Soft Modularization", "care": "CARE",
               "paco": "PaCo", "moore": "MOORE"}
+ARCH_SHORT = {"mlp": "MLP", "sm": "SM", "care": "CARE", "paco": "PaCo", "moore": "MOORE"}  # the paired table's
 # ../shared/paper.md §4, MT10 success rates (SAC learners, the paper's budget); MOORE is not in the paper
 PAPER = {"single-mlp": 71.3, "single-sm": 82.0, "single-care": 84.0, "single-paco": 73.1, "pgx-sm": 94.0,
          "random-sm": 58.2}
@@ -175,9 +177,9 @@ def command(args: argparse.Namespace, meta_steps: int, seeds: int, workers: int)
             f"--workers {workers} --work DIR")
 
 
-def _mean_sps(rows: dict[tuple[str, int], dict[str, Any]]) -> float:
-    """Mean env steps per second of training over the finished items (0 when none)."""
-    sps = [r["env_steps"] / r["train_seconds"] for r in rows.values() if r["train_seconds"] > 0]
+def _mean_sps(rows: Iterable[dict[str, Any]]) -> float:
+    """Mean env steps per second of training over these rows (0 when none)."""
+    sps = [r["env_steps"] / r["train_seconds"] for r in rows if r["train_seconds"] > 0]
     return float(np.mean(sps)) if sps else 0.0
 
 
@@ -211,7 +213,7 @@ def paired_lines(methods: list[str], rows: dict[tuple[str, int], dict[str, Any]]
 def short(method: str) -> str:
     """``pgx-sm`` → ``PolicyGradEx-SM``, ``single-mlp`` → ``MTL``: the paired table's names."""
     kind, arch = method.split("-", 1)
-    name = {"mlp": "MLP", "sm": "SM", "care": "CARE", "paco": "PaCo", "moore": "MOORE"}[arch]
+    name = ARCH_SHORT[arch]
     if kind == "single":
         return "MTL" if arch == "mlp" else name
     return {"pgx": "PolicyGradEx", "random": "random", "theta": "θ*"}[kind] + f"-{name}"
@@ -226,7 +228,7 @@ def report(args: argparse.Namespace, family: tasks.TaskFamily, methods: list[str
     pgx = [r for r in rows.values() if r["method"].startswith("pgx-")]
     extra = f"{pgx[0]['extra_steps']:,}" if pgx else "the features'"
     cmd = command(args, args.meta_steps, args.seeds, args.workers)
-    sps = _mean_sps(rows)
+    sps = _mean_sps(rows.values())
     lines = [
         f"# `{family.full_name}`: success rates of multitask architectures and groupings (issue 14)",
         "",
@@ -267,11 +269,10 @@ def report(args: argparse.Namespace, family: tasks.TaskFamily, methods: list[str
             lines.append(f"| {label(m, args.meta_steps)} | — | — | {paper} | — | — | — |")
             continue
         means = [100 * float(np.mean(r["score"])) for r in got]
-        sps = np.mean([r["env_steps"] / r["train_seconds"] for r in got if r["train_seconds"] > 0])
         secs = np.mean([r["train_seconds"] for r in got])
         steps = np.mean([r["env_steps"] for r in got])
         lines.append(f"| {label(m, args.meta_steps)} | {', '.join(f'{v:.1f}%' for v in means)} | {_ci(means)} | "
-                     f"{paper} | {steps:,.0f} | {sps:,.0f} | {secs:,.0f} |")
+                     f"{paper} | {steps:,.0f} | {_mean_sps(got):,.0f} | {secs:,.0f} |")
     lines += ["", "Success rate per task (mean over the finished seeds):", "",
               "| task | " + " | ".join(m for m in methods) + " |", "|---|" + "---:|" * len(methods)]
     for i, task in enumerate(family.tasks):
@@ -309,7 +310,7 @@ def main() -> None:
     ap.add_argument("--note", default="", help="conditions (e.g. what else ran on the cores)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    assert set(ARCH_NAMES) == set(ARCHS), "every architecture has a name in the table"
+    assert set(ARCH_NAMES) == set(ARCH_SHORT) == set(ARCHS), "every architecture has a name in the table"
     try:
         family = tasks.make(args.family)
         if args.meta_steps is None:
